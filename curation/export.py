@@ -1,0 +1,41 @@
+"""Export selected traces in TRL's conversational `messages` format (JSONL)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from curation.purify import METHOD
+from curation.store import Store
+from distill.errors import DistillError
+from prompts.rows import PromptRow
+from prompts.templates import render
+
+
+def student_user_turn(row: PromptRow) -> str:
+    """What the student sees at training and at serving time: the question, no exemplars."""
+    return render("cot_chat.j2", examples=[], row=row)
+
+
+def assistant_turn(reasoning: str, answer: str) -> str:
+    return f"Reasoning: {reasoning}\nAnswer: {answer}"
+
+
+def export_sft(store: Store, pool: str, path: str | Path, method: str = METHOD) -> dict:
+    traces = store.purified_traces(pool, method)
+    if not traces:
+        raise DistillError(f"no selected traces in pool '{pool}': run `distill curate` after `distill synth`")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for t in traces:
+            if t["split"] != "train":  # belt and braces: the query already filters
+                raise DistillError(f"refusing to export prompt {t['prompt_id']} from split {t['split']}")
+            row = PromptRow(id=t["prompt_id"], source="", task="", input=t["input"], gold="", split="train",
+                            choices=json.loads(t["choices"]) if t["choices"] else None)
+            messages = [{"role": "user", "content": student_user_turn(row)},
+                        {"role": "assistant", "content": assistant_turn(t["reasoning"], t["answer"])}]
+            f.write(json.dumps({"messages": messages, "prompt_id": t["prompt_id"],
+                                "sample_id": t["sample_id"], "teacher": t["teacher"]}) + "\n")
+    tmp.replace(path)
+    return {"rows": len(traces), "path": str(path)}

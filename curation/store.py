@@ -1,0 +1,308 @@
+"""The DuckDB store: the one module that owns SQL.
+
+Every stage reads from and writes to one DuckDB file. Rows carry their lineage (run id,
+teacher, template hash, params hash) so any sample joins back to its prompt, its teacher
+request and the run that made it. The schema is versioned: MIGRATIONS is an ordered list
+of plain functions, and the ones already applied are recorded in `schema_migrations`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import duckdb
+
+from distill.errors import DistillError
+from prompts.rows import PromptRow
+
+
+def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE TABLE runs (
+            id VARCHAR PRIMARY KEY, stage VARCHAR NOT NULL, config JSON, git_sha VARCHAR,
+            started_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP,
+            status VARCHAR DEFAULT 'running', timings JSON)""")
+    con.execute("""
+        CREATE TABLE prompts (
+            id VARCHAR PRIMARY KEY, source VARCHAR, task VARCHAR, pool VARCHAR NOT NULL,
+            input VARCHAR NOT NULL, choices JSON, gold VARCHAR, rationale VARCHAR,
+            split VARCHAR NOT NULL, meta JSON, run_id VARCHAR)""")
+    con.execute("""
+        CREATE TABLE templates (hash VARCHAR PRIMARY KEY, name VARCHAR, text VARCHAR)""")
+    # A request is one paid (or slow) teacher call. Its key hashes model + rendered
+    # messages + generation params + sample index, so a re-run finds finished calls.
+    con.execute("""
+        CREATE TABLE requests (
+            key VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, prompt_id VARCHAR,
+            template_hash VARCHAR, params JSON, params_hash VARCHAR, sample_index INTEGER,
+            purpose VARCHAR, rendered VARCHAR, status VARCHAR, response VARCHAR,
+            prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd DOUBLE,
+            latency_s DOUBLE, finish_reason VARCHAR, error VARCHAR, extra JSON,
+            run_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp)""")
+    con.execute("""
+        CREATE TABLE samples (
+            id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, request_key VARCHAR NOT NULL,
+            teacher VARCHAR NOT NULL, kind VARCHAR NOT NULL, reasoning VARCHAR,
+            answer VARCHAR, parse_error VARCHAR, parent_id VARCHAR, run_id VARCHAR)""")
+    con.execute("""
+        CREATE TABLE verdicts (
+            sample_id VARCHAR, verifier VARCHAR, verifier_version VARCHAR, passed BOOLEAN,
+            score DOUBLE, detail VARCHAR, run_id VARCHAR,
+            PRIMARY KEY (sample_id, verifier, verifier_version))""")
+    con.execute("""
+        CREATE TABLE dedup (
+            sample_id VARCHAR, method VARCHAR, cluster_id VARCHAR, keep BOOLEAN,
+            params JSON, run_id VARCHAR, PRIMARY KEY (sample_id, method))""")
+    con.execute("""
+        CREATE TABLE purified (
+            prompt_id VARCHAR, method VARCHAR, sample_id VARCHAR, detail JSON,
+            run_id VARCHAR, PRIMARY KEY (prompt_id, method))""")
+    con.execute("""
+        CREATE TABLE pairs (
+            id VARCHAR PRIMARY KEY, prompt_id VARCHAR, chosen_sample_id VARCHAR,
+            rejected_sample_id VARCHAR, strategy VARCHAR, margin DOUBLE, run_id VARCHAR)""")
+    con.execute("""
+        CREATE TABLE evals (
+            id VARCHAR PRIMARY KEY, run_id VARCHAR, task VARCHAR, split VARCHAR,
+            config JSON, metrics JSON, report_path VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp)""")
+    # One row per (eval, model, prompt): what each model answered on the held-out split.
+    con.execute("""
+        CREATE TABLE eval_predictions (
+            eval_id VARCHAR, model VARCHAR, prompt_id VARCHAR, split VARCHAR,
+            request_key VARCHAR, answer VARCHAR, correct BOOLEAN, confidence DOUBLE,
+            tokens INTEGER, PRIMARY KEY (eval_id, model, prompt_id))""")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core]
+
+
+def git_sha() -> str | None:
+    """The commit of the code that wrote a run, for lineage; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+class Store:
+    """One DuckDB file. Open it, use it, close it (or use `with Store(path) as store:`)."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise DistillError(f"store {self.path} does not exist: run a stage that writes it first")
+        if not read_only:
+            parent = self.path.parent.resolve()
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise DistillError(f"cannot create store directory {parent}: {err.strerror}; "
+                                   "pass --store with a writable path") from None
+            if not os.access(parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
+                raise DistillError(f"store path {self.path} is not writable: pass --store with a writable path")
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as err:
+            raise DistillError(f"cannot open store {self.path}: {str(err).splitlines()[0]}") from None
+        if not read_only:
+            self.migrate()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # -- schema -------------------------------------------------------------------------
+    def migrate(self) -> list[str]:
+        """Apply the migrations not yet recorded; returns the names applied now."""
+        self.con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
+            version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)""")
+        done = {v for (v,) in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+        applied = []
+        for version, migration in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            with self.transaction():
+                migration(self.con)
+                self.con.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                                 [version, migration.__name__])
+            applied.append(migration.__name__)
+        return applied
+
+    def schema_version(self) -> int:
+        return self.con.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.con)
+
+    # -- runs ---------------------------------------------------------------------------
+    def start_run(self, stage: str, config: dict) -> str:
+        run_id = f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.con.execute("INSERT INTO runs (id, stage, config, git_sha) VALUES (?, ?, ?, ?)",
+                         [run_id, stage, _json(config), git_sha()])
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None) -> None:
+        self.con.execute("UPDATE runs SET finished_at = current_timestamp, status = ?, timings = ? "
+                         "WHERE id = ?", [status, _json(timings), run_id])
+
+    def runs(self, stage: str | None = None) -> list[dict]:
+        sql = "SELECT * FROM runs" + (" WHERE stage = ?" if stage else "") + " ORDER BY started_at"
+        return self._dicts(sql, [stage] if stage else [])
+
+    # -- prompts ------------------------------------------------------------------------
+    def add_prompts(self, rows: Iterable[PromptRow], pool: str, run_id: str | None = None) -> int:
+        """Insert prompt rows into a pool; rows already there (same id) are left alone."""
+        before = self.count("prompts")
+        values = [[r.id, r.source, r.task, pool, r.input, _json(r.choices), r.gold, r.rationale,
+                   r.split, _json(r.meta), run_id] for r in rows]
+        if values:
+            with self.transaction():
+                self.con.executemany("INSERT OR IGNORE INTO prompts VALUES (?,?,?,?,?,?,?,?,?,?,?)", values)
+        return self.count("prompts") - before
+
+    def prompts(self, pool: str, split: str | None = None, limit: int | None = None) -> list[PromptRow]:
+        sql = "SELECT * FROM prompts WHERE pool = ?" + (" AND split = ?" if split else "")
+        sql += " ORDER BY id" + (f" LIMIT {int(limit)}" if limit else "")
+        rows = self._dicts(sql, [pool, split] if split else [pool])
+        return [PromptRow(id=r["id"], source=r["source"], task=r["task"], input=r["input"],
+                          gold=r["gold"], split=r["split"], rationale=r["rationale"],
+                          choices=json.loads(r["choices"]) if r["choices"] else None,
+                          meta=json.loads(r["meta"]) if r["meta"] else {}) for r in rows]
+
+    def add_template(self, name: str, text: str, template_hash: str) -> None:
+        self.con.execute("INSERT OR IGNORE INTO templates VALUES (?, ?, ?)", [template_hash, name, text])
+
+    # -- requests and samples -----------------------------------------------------------
+    def finished_requests(self, keys: list[str]) -> dict[str, dict]:
+        """The requests among `keys` that already finished (the cache behind resume)."""
+        if not keys:
+            return {}
+        self.con.execute("CREATE OR REPLACE TEMP TABLE wanted (key VARCHAR)")
+        self.con.executemany("INSERT INTO wanted VALUES (?)", [[k] for k in keys])
+        rows = self._dicts("SELECT r.* FROM requests r JOIN wanted USING (key) WHERE r.status IN ('done', 'error')")
+        return {r["key"]: r for r in rows}
+
+    def add_requests_and_samples(self, requests: list[dict], samples: list[dict]) -> None:
+        """Write a finished batch in one transaction: a kill -9 keeps all of it or none."""
+        with self.transaction():
+            self._insert("requests", requests, or_replace=True)
+            self._insert("samples", samples, or_replace=True)
+
+    def samples(self, kind: str | None = None, pool: str | None = None) -> list[dict]:
+        sql = ("SELECT s.*, p.split, p.gold, p.choices, p.input, p.pool FROM samples s "
+               "JOIN prompts p ON p.id = s.prompt_id WHERE 1=1")
+        args: list = []
+        if kind:
+            sql, args = sql + " AND s.kind = ?", args + [kind]
+        if pool:
+            sql, args = sql + " AND p.pool = ?", args + [pool]
+        return self._dicts(sql + " ORDER BY s.id", args)
+
+    def token_totals(self, run_id: str | None = None) -> dict[str, dict]:
+        sql = ("SELECT model, count(*) AS n, sum(prompt_tokens) AS prompt_tokens, "
+               "sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd FROM requests"
+               + (" WHERE run_id = ?" if run_id else "") + " GROUP BY model ORDER BY model")
+        return {r["model"]: r for r in self._dicts(sql, [run_id] if run_id else [])}
+
+    # -- curation results ---------------------------------------------------------------
+    def verified_keys(self, verifier: str, version: str) -> set[str]:
+        rows = self.con.execute("SELECT sample_id FROM verdicts WHERE verifier = ? AND verifier_version = ?",
+                                [verifier, version]).fetchall()
+        return {r[0] for r in rows}
+
+    def add_verdicts(self, rows: list[dict]) -> None:
+        with self.transaction():
+            self._insert("verdicts", rows, or_replace=True)
+
+    def replace_dedup(self, method: str, rows: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM dedup WHERE method = ?", [method])
+            self._insert("dedup", rows)
+
+    def replace_purified(self, method: str, rows: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM purified WHERE method = ?", [method])
+            self._insert("purified", rows)
+
+    def curated_samples(self, pool: str, verifier: str) -> list[dict]:
+        """Samples of a pool with their verdict and whether every dedup method kept them."""
+        return self._dicts("""
+            SELECT s.*, p.split, p.input, p.choices, r.completion_tokens, v.passed, v.score,
+                   coalesce(bool_and(d.keep), TRUE) AS kept
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id
+            JOIN requests r ON r.key = s.request_key
+            LEFT JOIN verdicts v ON v.sample_id = s.id AND v.verifier = ?
+            LEFT JOIN dedup d ON d.sample_id = s.id
+            WHERE p.pool = ? AND s.kind = 'cot'
+            GROUP BY ALL ORDER BY s.id""", [verifier, pool])
+
+    def purified_traces(self, pool: str, method: str) -> list[dict]:
+        """The selected trace per prompt, train split only: test rows never reach training."""
+        return self._dicts("""
+            SELECT p.id AS prompt_id, p.input, p.choices, p.split, s.id AS sample_id,
+                   s.teacher, s.reasoning, s.answer
+            FROM purified u JOIN samples s ON s.id = u.sample_id JOIN prompts p ON p.id = u.prompt_id
+            WHERE u.method = ? AND p.pool = ? AND p.split = 'train' ORDER BY p.id""", [method, pool])
+
+    # -- evals --------------------------------------------------------------------------
+    def add_eval(self, eval_id: str, run_id: str, task: str, split: str, config: dict,
+                 metrics: dict, report_path: str, predictions: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("INSERT OR REPLACE INTO evals (id, run_id, task, split, config, metrics, "
+                             "report_path) VALUES (?,?,?,?,?,?,?)",
+                             [eval_id, run_id, task, split, _json(config), _json(metrics), report_path])
+            self.con.execute("DELETE FROM eval_predictions WHERE eval_id = ?", [eval_id])
+            self._insert("eval_predictions", predictions)
+
+    # -- helpers ------------------------------------------------------------------------
+    def count(self, table: str, where: str = "", args: list | None = None) -> int:
+        return self.con.execute(f"SELECT count(*) FROM {table} " + (f"WHERE {where}" if where else ""),
+                                args or []).fetchone()[0]
+
+    def query(self, sql: str, args: list | None = None) -> list[dict]:
+        """Read-only escape hatch for reports and tests."""
+        return self._dicts(sql, args or [])
+
+    def _dicts(self, sql: str, args: list | None = None) -> list[dict]:
+        cur = self.con.execute(sql, args or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def _insert(self, table: str, rows: list[dict], or_replace: bool = False) -> None:
+        if not rows:
+            return
+        cols = list(rows[0])
+        verb = "INSERT OR REPLACE" if or_replace else "INSERT"
+        sql = f"{verb} INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        self.con.executemany(sql, [[_json(r[c]) if isinstance(r[c], (dict, list)) else r[c]
+                                    for c in cols] for r in rows])
+
+
+class _Transaction:
+    """BEGIN/COMMIT around a block, ROLLBACK on any error, so bad input leaves no trace."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def __enter__(self) -> None:
+        self.con.execute("BEGIN TRANSACTION")
+
+    def __exit__(self, exc_type, *rest: object) -> None:
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,196 @@
+"""`distill`: one console script, a subcommand per stage. Each calls an importable function."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from distill.errors import DistillError
+
+DEFAULT_STORE = "runs/distill.duckdb"
+
+
+def _sub(subs, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    return subs.add_parser(name, help=help_text, description=help_text, epilog="example:\n  " + example,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from distill.demo import make_config, run_demo
+    preset = "fast" if args.fast else ("tiny" if args.tiny else "default")
+    config = make_config(preset, args.config, args.set)
+    out = run_demo(config)
+    print("\nstage timings (s): " + ", ".join(f"{k} {v}" for k, v in out["timings"].items()))
+    rows = out["eval"]["rows"]
+    for row in rows:
+        print(f"  {row['name']:<40} accuracy {row['accuracy']:.3f}  teacher share {row['teacher_share']:.2f}")
+    print(f"report: {out['report']}")
+
+
+def cmd_data(args: argparse.Namespace) -> None:
+    from prompts import data
+    if args.action == "fetch":
+        if args.source != "bigbench":
+            data.load_task(args.source)  # champ / bfcl ship as packages: loading checks they are there
+            print(f"{args.source} is installed and loads")
+            return
+        print(data.fetch_bigbench())
+    elif args.action == "list":
+        print("\n".join(data.bigbench_task_names()))
+    elif args.action == "load":
+        from curation.store import Store
+        rows = data.load_task(args.source)
+        pool = args.pool or args.source.split(":")[-1]
+        with Store(args.store) as store:
+            run_id = store.start_run("data", {"task": args.source, "pool": pool})
+            added = store.add_prompts(rows, pool, run_id)
+            store.finish_run(run_id)
+        splits = {s: sum(r.split == s for r in rows) for s in ("train", "calibration", "test")}
+        print(f"pool '{pool}': {len(rows)} prompts ({added} new) {splits} in {args.store}")
+
+
+def cmd_synth(args: argparse.Namespace) -> None:
+    from curation.store import Store
+    from synth.cot import CotParams, generate_traces
+    from synth.models import model_path
+    from synth.teachers import get_teacher
+    model_path(args.teacher)
+    params = CotParams(num_samples=args.samples, temperature=args.temperature,
+                       max_new_tokens=args.max_new_tokens, num_examples=args.examples, seed=args.seed)
+    with Store(args.store) as store:
+        teacher = get_teacher(args.teacher, args.batch_size)
+        run_id = store.start_run("synth", {"teacher": args.teacher, "pool": args.pool, **vars(params)})
+        print(generate_traces(store, teacher, args.pool, params, run_id, split=args.split, limit=args.limit))
+        store.finish_run(run_id)
+
+
+def cmd_curate(args: argparse.Namespace) -> None:
+    from curation.dedup import dedup_samples
+    from curation.export import export_sft
+    from curation.purify import select_traces
+    from curation.store import Store
+    from curation.verify import verify_samples
+    with Store(args.store) as store:
+        run_id = store.start_run("curate", {"pool": args.pool})
+        result = {"verify": verify_samples(store, args.pool, run_id), "dedup": dedup_samples(store, args.pool, run_id),
+                  "select": select_traces(store, args.pool, run_id), "export": export_sft(store, args.pool, args.out)}
+        store.finish_run(run_id)
+    print(json.dumps(result, indent=1))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from train.sft import main as sft_main
+    sft_main(args.rest)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from curation.store import Store
+    from evals.pipeline import evaluate_cascade
+    from synth.cot import STOP
+    from synth.engine import GenParams
+    from synth.teachers import get_teacher
+    params = GenParams(max_new_tokens=args.max_new_tokens, temperature=0.0, stop=STOP)
+    with Store(args.store) as store:
+        student = get_teacher(args.student)
+        teachers = [get_teacher(t) for t in args.teacher]
+        run_id = store.start_run("eval", {"pool": args.pool, "student": args.student, "teachers": args.teacher})
+        out = evaluate_cascade(store, args.pool, student, teachers, run_id, args.out, params, limit=args.limit,
+                               target_accuracy=args.target_accuracy)
+        store.finish_run(run_id)
+    print(f"report: {out['report']}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from curation.store import Store
+    with Store(args.store, read_only=True) as store:
+        for run in store.runs():
+            print(f"{run['id']:<40} {run['status']:<8} {run['timings'] or ''}")
+        for ev in store.query("SELECT id, task, report_path FROM evals ORDER BY created_at"):
+            print(f"eval {ev['id']} on {ev['task']}: {ev['report_path']}")
+        counts = {t: store.count(t) for t in ("prompts", "requests", "samples", "verdicts", "dedup", "evals")}
+        print("rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description="Reasoning and alignment distillation, offline.")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = _sub(subs, "demo", "run the whole loop on the embedded default task", "distill demo --fast")
+    p.add_argument("--fast", action="store_true", help="small preset (≤ 5 minutes on 2 CPU cores)")
+    p.add_argument("--tiny", action="store_true", help="smallest preset, for integration tests")
+    p.add_argument("--config", help="TOML file with DemoConfig keys")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.set_defaults(func=cmd_demo)
+
+    p = _sub(subs, "data", "fetch, list and load human-labelled datasets",
+             "distill data fetch bigbench && distill data load bigbench:elementary_math_qa --store runs/s.duckdb")
+    p.add_argument("action", choices=["fetch", "list", "load"])
+    p.add_argument("source", nargs="?", default="bigbench",
+                   help="bigbench | champ | bfcl (fetch); bigbench:<task> | champ | bfcl:<category> | FILE (load)")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--pool", help="pool name in the store (default: the task name)")
+    p.set_defaults(func=cmd_data)
+
+    p = _sub(subs, "synth", "generate chain-of-thought traces from a teacher",
+             "distill synth --pool strategyqa --teacher gemma-3-270m --samples 2 --limit 16")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--teacher", required=True, help="gemma-3-270m | smollm2-135m-instruct | path | HF id")
+    p.add_argument("--split", default="train", choices=["train", "calibration", "test"])
+    p.add_argument("--limit", type=int)
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--examples", type=int, default=2, help="few-shot exemplars from the train split")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = _sub(subs, "curate", "verify, dedup, select per prompt and export TRL messages JSONL",
+             "distill curate --pool strategyqa --out runs/sft.jsonl")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--out", default="runs/sft.jsonl")
+    p.set_defaults(func=cmd_curate)
+
+    p = _sub(subs, "train", "train a student with TRL (sft)",
+             "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20")
+    p.add_argument("method", choices=["sft"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m train.<method>")
+    p.set_defaults(func=cmd_train)
+
+    p = _sub(subs, "eval", "score student, teachers and the cascade on held-out human labels",
+             "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--student", required=True)
+    p.add_argument("--teacher", action="append", required=True)
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--limit", type=int, default=60)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--target-accuracy", type=float)
+    p.set_defaults(func=cmd_eval)
+
+    p = _sub(subs, "report", "list runs, evals and row counts of a store", "distill report --store runs/demo/store.duckdb")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except DistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is in the store; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

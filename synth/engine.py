@@ -1,0 +1,96 @@
+"""Run teacher requests through the store's request cache, in resumable chunks.
+
+A request key hashes model + rendered prompt + generation params + sample index. Before
+generating, the engine asks the store which keys already finished; only the rest run. Each
+chunk is written in one transaction, so kill -9 loses at most the chunk in flight and a
+re-run repeats no finished teacher call.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from curation.store import Store
+from synth.local import Generation
+from synth.teachers import Teacher
+
+
+@dataclass(frozen=True)
+class GenParams:
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    num_samples: int = 1
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Job:
+    """One prompt to send: which prompt row it came from and the exact text the model sees."""
+
+    prompt_id: str
+    rendered: str
+    template_hash: str | None = None
+
+
+def request_key(model: str, rendered: str, params: GenParams, sample_index: int) -> str:
+    blob = json.dumps([model, rendered, params.as_dict(), sample_index], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# A hook turning (job, sample index, generation, request key) into extra request fields
+# (e.g. answer-choice log-probs) and optional sample rows, computed while the model is loaded.
+Postprocess = Callable[[Job, int, Generation, str], tuple[dict, list[dict]]]
+
+
+def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenParams, *,
+                 purpose: str, run_id: str, postprocess: Postprocess | None = None,
+                 chunk_size: int = 16, label: str = "") -> dict[str, dict]:
+    """Generate what the cache lacks; return every job's request rows keyed by request key."""
+    keys = {(j.prompt_id, j.rendered, i): request_key(teacher.name, j.rendered, params, i)
+            for j in jobs for i in range(params.num_samples)}
+    cached = store.finished_requests(list(keys.values()))
+    todo = [j for j in jobs if any(keys[(j.prompt_id, j.rendered, i)] not in cached
+                                   for i in range(params.num_samples))]
+    n_total = len(keys)
+    print(f"[{label or teacher.name}] {n_total - (len(todo) * params.num_samples)} done, "
+          f"{len(todo) * params.num_samples} to go (cache hits cost nothing)", file=sys.stderr, flush=True)
+    for start in range(0, len(todo), chunk_size):
+        chunk = todo[start:start + chunk_size]
+        began = time.perf_counter()
+        outputs = teacher.generate([j.rendered for j in chunk], max_new_tokens=params.max_new_tokens,
+                                   temperature=params.temperature, num_samples=params.num_samples,
+                                   stop=list(params.stop), seed=params.seed + start,
+                                   progress=f"{label or teacher.name} {start + len(chunk)}/{len(todo)}")
+        latency = (time.perf_counter() - began) / max(1, len(chunk) * params.num_samples)
+        requests, samples = [], []
+        for job, generations in zip(chunk, outputs):
+            for i, gen in enumerate(generations):
+                key = keys[(job.prompt_id, job.rendered, i)]
+                if key in cached:
+                    continue
+                extra, sample_rows = postprocess(job, i, gen, key) if postprocess else ({}, [])
+                requests.append(dict(
+                    key=key, model=teacher.name, prompt_id=job.prompt_id, template_hash=job.template_hash,
+                    params=params.as_dict(), params_hash=params.hash(), sample_index=i, purpose=purpose,
+                    rendered=job.rendered, status="done", response=gen.text,
+                    prompt_tokens=gen.prompt_tokens, completion_tokens=gen.completion_tokens,
+                    cost_usd=0.0, latency_s=latency, finish_reason=gen.finish_reason, error=None,
+                    extra=extra, run_id=run_id))
+                samples += [dict(s, run_id=run_id) for s in sample_rows]
+        store.add_requests_and_samples(requests, samples)
+    return store.finished_requests(list(keys.values()))
+
+
+def keys_for(teacher_name: str, job: Job, params: GenParams) -> list[str]:
+    return [request_key(teacher_name, job.rendered, params, i) for i in range(params.num_samples)]

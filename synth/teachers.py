@@ -1,0 +1,70 @@
+"""One Teacher protocol and a registry: `get_teacher(name)` is nearly the whole surface.
+
+Local open-weight models are the only backend the spine needs; API teachers (litellm) and
+vLLM plug in behind the same protocol. `ScriptedTeacher` is the test double: it answers
+from a queue, so unit tests exercise the real engine and store without a model.
+"""
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+from synth.local import Generation, LocalGenerator
+
+
+class Teacher(Protocol):
+    name: str
+    is_chat: bool
+
+    def render(self, messages_or_text: str | list[dict]) -> str: ...
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 num_samples: int = 1, stop: list[str] | None = None, seed: int = 0,
+                 progress: str | None = None) -> list[list[Generation]]: ...
+
+    def score_continuations(self, prompt: str, continuations: list[str]) -> list[float]: ...
+
+
+_loaded: dict[tuple[str, int], LocalGenerator] = {}
+
+
+def get_teacher(name: str, batch_size: int = 16) -> Teacher:
+    """A registered model name, a local path or a cached HF id, loaded once per process."""
+    key = (name, batch_size)
+    if key not in _loaded:
+        _loaded[key] = LocalGenerator(name, batch_size=batch_size)
+    return _loaded[key]
+
+
+class ScriptedTeacher:
+    """Answers with queued texts (cycled), counts calls; for tests of the engine and stages."""
+
+    def __init__(self, name: str, responses: Sequence[str], is_chat: bool = True,
+                 choice_scores: dict[str, float] | None = None):
+        self.name, self.is_chat = name, is_chat
+        self.responses = list(responses)
+        self.choice_scores = choice_scores or {}
+        self.calls = 0
+
+    def render(self, messages_or_text: str | list[dict]) -> str:
+        if isinstance(messages_or_text, str):
+            return messages_or_text
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages_or_text) + "\nassistant:"
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 num_samples: int = 1, stop: list[str] | None = None, seed: int = 0,
+                 progress: str | None = None) -> list[list[Generation]]:
+        out = []
+        for prompt in prompts:
+            row = []
+            for _ in range(num_samples):
+                text = self.responses[self.calls % len(self.responses)]
+                self.calls += 1
+                n = len(text.split())
+                row.append(Generation(text=text, prompt_tokens=len(prompt.split()), completion_tokens=n,
+                                      token_logprobs=[-0.5] * n, top2_margins=[1.0] * n,
+                                      finish_reason="stop"))
+            out.append(row)
+        return out
+
+    def score_continuations(self, prompt: str, continuations: list[str]) -> list[float]:
+        return [self.choice_scores.get(c.strip(), -1.0) for c in continuations]

@@ -1,0 +1,56 @@
+import duckdb
+import pytest
+
+from curation.store import MIGRATIONS, Store
+from distill.errors import DistillError
+
+
+def test_migrations_are_recorded_once(tmp_path):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        assert store.schema_version() == len(MIGRATIONS)
+    with Store(path) as store:  # reopening applies nothing twice
+        assert store.migrate() == []
+        assert store.count("schema_migrations") == len(MIGRATIONS)
+
+
+def test_prompts_round_trip_and_ignore_duplicates(store, rows):
+    assert store.add_prompts(rows, "p") == len(rows)
+    assert store.add_prompts(rows, "p") == 0
+    back = store.prompts("p")
+    assert {r.id for r in back} == {r.id for r in rows}
+    one = next(r for r in back if r.id == rows[0].id)
+    assert one.choices == ["Yes", "No"] and one.rationale == rows[0].rationale
+    assert {r.split for r in store.prompts("p", split="test")} == {"test"}
+
+
+def test_unwritable_store_path_is_a_clear_error(tmp_path):
+    # A regular file where a directory should be: fails even for root, unlike chmod.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    with pytest.raises(DistillError, match="writable path"):
+        Store(blocker / "sub" / "s.duckdb")
+    assert blocker.read_text() == "x"
+
+
+def test_failed_transaction_rolls_back(store, rows):
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.con.execute("INSERT INTO runs (id, stage) VALUES ('r1', 'x')")
+            raise RuntimeError("boom")
+    assert store.count("runs") == 0
+
+
+def test_runs_record_config_git_and_timings(store):
+    run_id = store.start_run("synth", {"teacher": "t"})
+    store.finish_run(run_id, "done", {"seconds": 1.5})
+    [run] = store.runs("synth")
+    assert run["status"] == "done" and '"teacher"' in run["config"] and "1.5" in run["timings"]
+
+
+def test_store_opens_with_plain_duckdb(tmp_path, rows):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.add_prompts(rows, "p")
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT count(*) FROM prompts").fetchone()[0] == len(rows)

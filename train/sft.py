@@ -1,0 +1,116 @@
+"""Supervised fine-tuning of a student on exported traces, with TRL's SFTTrainer.
+
+    python -m train.sft --data runs/demo/sft.jsonl --student smollm2-135m-instruct \
+        --output runs/demo/student --max-steps 20
+
+The export is TRL's conversational `messages` format. By default it is split into
+prompt/completion so TRL computes the loss on the assistant turn only (the student should
+learn to reason and answer, not to reproduce the question). A finished run (same data,
+same settings) is found by its content hash and not trained again.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+
+
+@dataclass
+class SFTSettings:
+    max_steps: int = 20
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 5e-5
+    max_length: int = 384
+    seed: int = 0
+    loss_on: str = "assistant"  # "assistant" (prompt/completion) or "all" (whole conversation)
+
+
+def _fingerprint(data: Path, student: str, settings: SFTSettings) -> str:
+    h = hashlib.sha256(data.read_bytes())
+    h.update(json.dumps([student, asdict(settings)], sort_keys=True).encode())
+    return h.hexdigest()[:12]
+
+
+def train_sft(data: str | Path, student: str, output_dir: str | Path,
+              settings: SFTSettings = SFTSettings()) -> dict:
+    """Train `student` on a messages-format JSONL; returns losses, timing and the model dir."""
+    data, output_dir = Path(data), Path(output_dir)
+    if not data.exists():
+        raise DistillError(f"training data {data} not found: run `distill curate` to export it")
+    if settings.loss_on not in ("assistant", "all"):
+        raise DistillError(f"unknown loss_on '{settings.loss_on}': use 'assistant' or 'all'")
+    final_dir = output_dir / f"student-{_fingerprint(data, student, settings)}"
+    summary_path = final_dir / "train_summary.json"
+    if summary_path.exists():
+        return dict(json.loads(summary_path.read_text()), cached=True)
+
+    # Heavy imports stay here so `distill --help` is instant.
+    import torch
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from synth.models import model_path
+
+    model_dir = model_path(student)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    if "messages" not in dataset.column_names:
+        raise DistillError(f"{data} has no 'messages' column: export with `distill curate`")
+    if settings.loss_on == "assistant":
+        dataset = dataset.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
+                              remove_columns=dataset.column_names)
+    checkpoints = output_dir / "checkpoints" / final_dir.name
+    config = SFTConfig(
+        output_dir=str(checkpoints), max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate, max_length=settings.max_length, seed=settings.seed,
+        logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
+        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
+    )
+    trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
+    # Resume from the last checkpoint so a killed training run continues instead of restarting.
+    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+    trainer.save_model(str(tmp_dir))
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(tmp_dir))
+    summary = {"model_dir": str(final_dir), "student": student, "rows": len(dataset),
+               "steps": result.global_step, "first_loss": losses[0] if losses else math.nan,
+               "last_loss": losses[-1] if losses else math.nan, "losses": losses,
+               "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
+    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    if final_dir.exists():
+        import shutil
+        shutil.rmtree(final_dir)
+    tmp_dir.replace(final_dir)
+    return dict(summary, cached=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="messages-format JSONL from `distill curate`")
+    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
+    parser.add_argument("--output", default="runs/student", help="where checkpoints and the model go")
+    for name, value in asdict(SFTSettings()).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = parser.parse_args(argv)
+    settings = SFTSettings(**{k: getattr(args, k) for k in asdict(SFTSettings())})
+    summary = train_sft(args.data, args.student, args.output, settings)
+    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
