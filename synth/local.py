@@ -87,7 +87,7 @@ class LocalGenerator:
     """A local causal LM wrapped for batched, reproducible generation and scoring."""
 
     def __init__(self, model_name: str, batch_size: int = 16, device: str = "cpu") -> None:
-        self.model_name = model_name
+        self.model_name = self.name = model_name
         self.batch_size = batch_size
         self.device = device
         self.model, self.tokenizer = load_model(model_name, device)
@@ -99,6 +99,7 @@ class LocalGenerator:
         self.model.generation_config = GenerationConfig(
             bos_token_id=gc.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id
         )
+        self.is_chat = bool(getattr(self.tokenizer, "chat_template", None))
 
     # ---- prompts -------------------------------------------------------------------------
 

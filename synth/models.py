@@ -7,6 +7,8 @@ safetensors directory under cache_dir()/models/<name>; later loads take seconds.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import shutil
@@ -14,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from distill.errors import DistillError
 from distill.paths import cache_dir
@@ -82,16 +84,23 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _clean_stale_tmp(models_dir: Path, name: str) -> None:
-    """Remove temp dirs left by conversions that were killed (their pid is gone)."""
-    for tmp in models_dir.glob(f".{name}.tmp-*"):
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path, name: str) -> Iterator[None]:
+    """Hold an flock while building, so concurrent processes convert a model only once.
+
+    The kernel drops the lock when its holder dies (even by kill -9), so whoever holds it
+    knows that any leftover temp dir is from a dead build.
+    """
+    with open(lock_path, "a") as handle:
         try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)  # raises if no such process: the conversion died
-        except (ValueError, ProcessLookupError):
-            shutil.rmtree(tmp, ignore_errors=True)
-        except PermissionError:
-            pass  # pid alive but owned by someone else: leave it
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _log(f"waiting for another process that is converting {name}...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
@@ -116,32 +125,29 @@ def _build(spec: ModelSpec, final: Path) -> Path:
     if spec.gguf is not None:
         try:
             gguf = spec.gguf()
-        except ModuleNotFoundError:
+        except ImportError:  # missing, or a broken install: reinstalling fixes both
             raise DistillError(f"model '{spec.name}' needs its weights package: {spec.install}") from None
     models_dir = final.parent
     models_dir.mkdir(parents=True, exist_ok=True)
-    _clean_stale_tmp(models_dir, spec.name)
-    # Write into a temp dir and rename at the end, so a killed conversion never leaves a
-    # directory that looks complete.
-    tmp = models_dir / f".{spec.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    start = time.perf_counter()
-    try:
-        if spec.gguf is None:
-            from synth.tiny import build_tiny_model
-
-            build_tiny_model(tmp)
-        else:
-            _log(f"converting {spec.name} GGUF → cache (once, about a minute)...")
-            _convert_gguf(gguf, tmp)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not final.is_dir():
-                raise
-            # Another process finished the same conversion first; theirs is as good as ours.
-    finally:
+    with _exclusive_lock(models_dir / f".{spec.name}.lock", spec.name):
+        if final.is_dir():  # another process finished it while we waited
+            return final
+        # Write into a temp dir and rename at the end, so a killed conversion never leaves a
+        # directory that looks complete. Under the lock, an existing temp dir is a dead one's.
+        tmp = models_dir / f".{spec.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
+        start = time.perf_counter()
+        try:
+            if spec.gguf is None:
+                from synth.tiny import build_tiny_model
+
+                build_tiny_model(tmp)
+            else:
+                _log(f"converting {spec.name} GGUF → cache (once)...")
+                _convert_gguf(gguf, tmp)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     if spec.gguf is not None:
         _log(f"converted {spec.name} in {time.perf_counter() - start:.0f} s → {final}")
     return final
