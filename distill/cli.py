@@ -25,7 +25,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("\nstage timings (s): " + ", ".join(f"{k} {v}" for k, v in out["timings"].items()))
     rows = out["eval"]["rows"]
     for row in rows:
-        print(f"  {row['name']:<40} accuracy {row['accuracy']:.3f}  teacher share {row['teacher_share']:.2f}")
+        print(f"  {row['model']:<40} accuracy {row['accuracy']:.3f}  teacher share {row['teacher_share']:.2f}")
     print(f"report: {out['report']}")
 
 

@@ -21,26 +21,10 @@ from distill.errors import DistillError
 from evals.cascade import ModelAnswers, evaluate
 from evals.report import write_report
 from prompts.rows import PromptRow
-from synth.cot import ANSWER_RE, STOP, build_prompt, fewshot_examples, parse_trace
+from synth.cot import build_prompt, choice_probs, fewshot_examples, parse_trace
 from synth.engine import GenParams, Job, keys_for, run_requests
 from synth.local import Generation
 from synth.teachers import Teacher
-
-
-def answer_prefix(text: str) -> str:
-    """The generated text up to and including its last 'Answer:' (added when missing)."""
-    matches = list(ANSWER_RE.finditer(text))
-    if matches:
-        m = matches[-1]
-        return text[:m.start(1)].rstrip()
-    return text.rstrip() + "\nAnswer:"
-
-
-def choice_probs(model: Teacher, rendered: str, text: str, choices: list[str]) -> list[float]:
-    logps = model.score_continuations(rendered + answer_prefix(text), [" " + c for c in choices])
-    top = max(logps)
-    weights = [math.exp(lp - top) for lp in logps]
-    return [w / sum(weights) for w in weights]
 
 
 def predict(store: Store, model: Teacher, rows: list[PromptRow], role: str, params: GenParams,

@@ -6,6 +6,7 @@ trace whose answer cannot be parsed is stored with its parse error, never droppe
 """
 from __future__ import annotations
 
+import math
 import random
 import re
 from dataclasses import dataclass
@@ -67,25 +68,52 @@ def match_choice(answer: str, choices: list[str] | None) -> str | None:
 
 
 def parse_trace(text: str, choices: list[str] | None) -> tuple[str, str | None, str | None]:
-    """Split a trace into (reasoning, answer, parse error)."""
-    matches = list(ANSWER_RE.finditer(text))
-    if not matches:
+    """Split a trace into (reasoning, answer, parse error). Text after the answer line is dropped."""
+    first = ANSWER_RE.search(text)
+    if not first:
         return text.strip(), None, "no 'Answer:' line in the output"
-    last = matches[-1]
-    reasoning = text[:last.start()].strip()
-    raw = last.group(1).strip().splitlines()[0] if last.group(1).strip() else ""
+    reasoning = text[:first.start()].strip()
+    raw = first.group(1).strip().splitlines()[0] if first.group(1).strip() else ""
     answer = match_choice(raw, choices)
     if answer is None:
         return reasoning, None, f"answer {raw[:60]!r} is not one of the options"
     return reasoning, answer, None
 
 
-def trace_sample(prompt: PromptRow, teacher_name: str, gen: Generation, key: str) -> dict:
+def answer_prefix(text: str) -> str:
+    """The generated text up to its first 'Answer:' (added when the model wrote none)."""
+    first = ANSWER_RE.search(text)
+    return text[:first.start(1)].rstrip() if first else text.rstrip() + "\nAnswer:"
+
+
+def choice_probs(model: Teacher, rendered: str, text: str, choices: list[str]) -> list[float]:
+    """The model's own distribution over the options, read at its answer position."""
+    logps = model.score_continuations(rendered + answer_prefix(text), [" " + c for c in choices])
+    top = max(logps)
+    weights = [math.exp(lp - top) for lp in logps]
+    return [w / sum(weights) for w in weights]
+
+
+def trace_sample(teacher: Teacher, prompt: PromptRow, rendered: str, gen: Generation,
+                 key: str) -> tuple[dict, dict]:
+    """The sample row of one trace, and extra request fields saying how its answer was read.
+
+    Chat models often end their turn after the reasoning without an "Answer:" line. For
+    multiple-choice prompts the teacher's answer is then read from its own distribution
+    over the options at the answer position (one scoring pass, as lm-eval-harness does).
+    A trace cut off by the token limit stays an error: its reasoning is incomplete.
+    """
     reasoning, answer, error = parse_trace(gen.text, prompt.choices)
-    if error is None and gen.finish_reason == "length" and not reasoning:
-        error = "truncated output"
-    return dict(id="s" + key[:23], prompt_id=prompt.id, request_key=key, teacher=teacher_name,
-                kind="cot", reasoning=reasoning, answer=answer, parse_error=error, parent_id=None)
+    extra: dict = {"answer_source": "parsed"}
+    if answer is None and gen.finish_reason == "length":
+        error = f"truncated output ({error})"
+    elif answer is None and prompt.choices and error and error.startswith("no 'Answer:'"):
+        probs = choice_probs(teacher, rendered, gen.text, prompt.choices)
+        answer, error = prompt.choices[probs.index(max(probs))], None
+        extra = {"answer_source": "scored_options", "choice_probs": probs}
+    sample = dict(id="s" + key[:23], prompt_id=prompt.id, request_key=key, teacher=teacher.name,
+                  kind="cot", reasoning=reasoning, answer=answer, parse_error=error, parent_id=None)
+    return sample, extra
 
 
 def generate_traces(store: Store, teacher: Teacher, pool: str, params: CotParams, run_id: str,
@@ -104,7 +132,8 @@ def generate_traces(store: Store, teacher: Teacher, pool: str, params: CotParams
         jobs.append(Job(prompt_id=row.id, rendered=rendered, template_hash=t_hash))
 
     def postprocess(job: Job, _i: int, gen: Generation, key: str) -> tuple[dict, list[dict]]:
-        return {}, [trace_sample(by_id[job.prompt_id], teacher.name, gen, key)]
+        sample, extra = trace_sample(teacher, by_id[job.prompt_id], job.rendered, gen, key)
+        return extra, [sample]
 
     done = run_requests(store, teacher, jobs, params.gen_params(), purpose="cot", run_id=run_id,
                         postprocess=postprocess, label=f"cot {teacher.name}")

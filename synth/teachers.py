@@ -57,12 +57,13 @@ class ScriptedTeacher:
         for prompt in prompts:
             row = []
             for _ in range(num_samples):
-                text = self.responses[self.calls % len(self.responses)]
+                words = self.responses[self.calls % len(self.responses)].split(" ")
                 self.calls += 1
-                n = len(text.split())
-                row.append(Generation(text=text, prompt_tokens=len(prompt.split()), completion_tokens=n,
-                                      token_logprobs=[-0.5] * n, top2_margins=[1.0] * n,
-                                      finish_reason="stop"))
+                # One word = one token; past max_new_tokens the text is cut, like a real model.
+                n = min(len(words), max_new_tokens)
+                row.append(Generation(text=" ".join(words[:n]), prompt_tokens=len(prompt.split()),
+                                      completion_tokens=n, token_logprobs=[-0.5] * n, top2_margins=[1.0] * n,
+                                      finish_reason="length" if len(words) > max_new_tokens else "stop"))
             out.append(row)
         return out
 

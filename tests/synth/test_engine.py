@@ -30,7 +30,7 @@ def test_rerun_hits_cache_and_changed_param_reruns_only_its_requests(store, pool
 
 
 def test_traces_keep_reasoning_and_answer_apart_and_store_parse_errors(store, pool):
-    teacher = ScriptedTeacher("scripted", [TRACE, "I am not sure at all"])
+    teacher = ScriptedTeacher("scripted", [TRACE, "I am not sure.\nAnswer: maybe"])
     generate_traces(store, teacher, pool, CotParams(num_samples=2), run_id="r1")
     samples = store.samples(kind="cot", pool=pool)
     n_train = len(store.prompts(pool, split="train"))
@@ -39,7 +39,20 @@ def test_traces_keep_reasoning_and_answer_apart_and_store_parse_errors(store, po
     bad = [s for s in samples if s["parse_error"] is not None]
     assert good and bad, "malformed outputs are stored with their error, not dropped"
     assert all(s["reasoning"] == "Water is denser." and s["answer"] == "No" for s in good)
-    assert all(s["answer"] is None and "Answer" in s["parse_error"] for s in bad)
+    assert all(s["answer"] is None and "not one of the options" in s["parse_error"] for s in bad)
+
+
+def test_missing_answer_line_is_read_from_the_options_and_truncation_is_an_error(store, pool):
+    long_text = " ".join(["word"] * 100)
+    teacher = ScriptedTeacher("scripted", ["Pears float on water.", long_text], choice_scores={"No": -0.1, "Yes": -3.0})
+    generate_traces(store, teacher, pool, CotParams(num_samples=2, max_new_tokens=64), run_id="r1")
+    samples = store.samples(kind="cot", pool=pool)
+    scored = [s for s in samples if s["reasoning"] == "Pears float on water."]
+    truncated = [s for s in samples if s["reasoning"].startswith("word")]
+    assert scored and all(s["answer"] == "No" and s["parse_error"] is None for s in scored)
+    assert truncated and all(s["answer"] is None and "truncated" in s["parse_error"] for s in truncated)
+    sources = {r["extra"] for r in store.query("SELECT extra FROM requests")}
+    assert any("scored_options" in x for x in sources) and any("parsed" in x for x in sources)
 
 
 def test_synthesis_refuses_test_split(store, pool):
