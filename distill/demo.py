@@ -37,7 +37,7 @@ class DemoConfig:
 
 PRESETS = {
     "default": {},
-    "fast": dict(train_prompts=12, eval_prompts=20, max_new_tokens=40, sft_steps=6, out="runs/demo-fast"),
+    "fast": dict(train_prompts=12, eval_prompts=16, max_new_tokens=40, sft_steps=6, out="runs/demo-fast"),
     "tiny": dict(train_prompts=6, eval_prompts=5, max_new_tokens=48, samples=2, sft_steps=2,
                  sft_batch_size=2, out="runs/demo-tiny"),
 }

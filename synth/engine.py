@@ -14,6 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+from tqdm.auto import tqdm
+
 from curation.store import Store
 from synth.local import Generation
 from synth.teachers import Teacher
@@ -65,13 +67,16 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
     n_total = len(keys)
     print(f"[{label or teacher.name}] {n_total - (len(todo) * params.num_samples)} done, "
           f"{len(todo) * params.num_samples} to go (cache hits cost nothing)", file=sys.stderr, flush=True)
+    # One bar for the whole stage (rate and ETA over every chunk), not one per chunk.
+    bar = tqdm(total=len(todo) * params.num_samples, desc=label or teacher.name, unit="seq",
+               file=sys.stderr, disable=not todo)
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start:start + chunk_size]
+        bar.set_postfix_str(f"prompts {start + len(chunk)}/{len(todo)}")
         began = time.perf_counter()
         outputs = teacher.generate([j.rendered for j in chunk], max_new_tokens=params.max_new_tokens,
                                    temperature=params.temperature, num_samples=params.num_samples,
-                                   stop=list(params.stop), seed=params.seed + start,
-                                   progress=f"{label or teacher.name} {start + len(chunk)}/{len(todo)}")
+                                   stop=list(params.stop), seed=params.seed + start)
         latency = (time.perf_counter() - began) / max(1, len(chunk) * params.num_samples)
         requests, samples = [], []
         for job, generations in zip(chunk, outputs):
@@ -89,6 +94,8 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
                     extra=extra, run_id=run_id))
                 samples += [dict(s, run_id=run_id) for s in sample_rows]
         store.add_requests_and_samples(requests, samples)
+        bar.update(len(chunk) * params.num_samples)
+    bar.close()
     return store.finished_requests(list(keys.values()))
 
 

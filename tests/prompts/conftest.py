@@ -78,12 +78,13 @@ def real_bigbench(tmp_path_factory) -> Path:
     """The real BIG-bench cache dir, fetched (20 s) and extracted (~10 s) once per session.
 
     Uses $DISTILL_CACHE/bigbench when DISTILL_CACHE is set, so a developer's cache (or a
-    CI cache) is reused across runs; otherwise a session temp dir.
+    CI cache) is reused across runs; otherwise ~/.cache/distill, as the CLI does.
     """
     from prompts.bigbench import bigbench_task_names, fetch_bigbench
 
-    root = os.environ.get("DISTILL_CACHE")
-    cache = Path(root) / "bigbench" if root else tmp_path_factory.mktemp("bigbench")
+    # The same machine-wide cache the CLI uses, so a machine downloads the sdist once.
+    root = os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill")
+    cache = Path(root) / "bigbench"
     fetch_bigbench(cache, quiet=True)
     bigbench_task_names(cache)  # extracts every task.json once, before any test times a load
     return cache

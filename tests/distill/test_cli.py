@@ -1,0 +1,103 @@
+"""The console script: help with examples, and one clear line + exit 2 for every user mistake."""
+import subprocess
+import sys
+
+import pytest
+
+from curation.store import Store
+from distill.cli import build_parser, main
+
+SUBCOMMANDS = ["demo", "data", "synth", "curate", "train", "eval", "report"]
+
+
+def test_help_lists_every_subcommand():
+    text = build_parser().format_help()
+    for name in SUBCOMMANDS:
+        assert name in text
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_help_shows_an_example(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([name, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "example:" in out and f"distill {name}" in out
+
+
+def test_help_is_fast_and_imports_no_torch():
+    code = "import sys; from distill.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "an error line was expected"
+    assert err[-1].startswith("error: ")
+    return err[-1]
+
+
+@pytest.fixture
+def seeded_store(tmp_path, rows):
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.add_prompts(rows, "yesno")
+    return path
+
+
+def _counts(path):
+    with Store(path, read_only=True) as store:
+        return {t: store.count(t) for t in ("prompts", "requests", "samples", "runs")}
+
+
+def test_unknown_model(seeded_store, capsys):
+    before = _counts(seeded_store)
+    code = main(["synth", "--store", str(seeded_store), "--pool", "yesno", "--teacher", "no-such-model"])
+    assert code == 2 and "unknown model 'no-such-model'" in _one_line_error(capsys)
+    assert _counts(seeded_store) == before
+
+
+def test_unknown_task(seeded_store, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "empty-cache"))
+    before = _counts(seeded_store)
+    code = main(["data", "load", "nonsense:task", "--store", str(seeded_store)])
+    assert code == 2 and "nonsense" in _one_line_error(capsys)
+    assert _counts(seeded_store) == before
+
+
+def test_malformed_pool_file(seeded_store, capsys, tmp_path):
+    bad = tmp_path / "pool.jsonl"
+    bad.write_text('{"input": "ok", "label": "x"}\n{"input": broken\n')
+    before = _counts(seeded_store)
+    code = main(["data", "load", str(bad), "--store", str(seeded_store)])
+    line = _one_line_error(capsys)
+    assert code == 2 and "pool.jsonl" in line and "2" in line
+    assert _counts(seeded_store) == before
+
+
+def test_unwritable_store_path(capsys, tmp_path):
+    good = tmp_path / "pool.jsonl"
+    good.write_text('{"input": "Is ice cold?", "label": "Yes"}\n')
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code = main(["data", "load", str(good), "--store", str(blocker / "s.duckdb")])
+    assert code == 2 and "writable path" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "not_a_key=1"], "unknown config key 'not_a_key'"),
+    (["--set", "sft_steps=many"], "expects int"),
+    (["--config", "missing.toml"], "not found"),
+])
+def test_bad_demo_config(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["demo", *args])
+    assert code == 2 and needle in _one_line_error(capsys)
+    assert not (tmp_path / "runs").exists(), "nothing is written before the config is valid"
+
+
+def test_synth_refuses_test_split(seeded_store, capsys):
+    code = main(["synth", "--store", str(seeded_store), "--pool", "yesno", "--teacher", "tiny-random",
+                 "--split", "test"])
+    assert code == 2 and "test rows never" in _one_line_error(capsys)
