@@ -21,7 +21,8 @@ from distill.errors import DistillError
 from evals.cascade import ModelAnswers, evaluate
 from evals.report import write_report
 from prompts.rows import PromptRow
-from synth.cot import build_prompt, choice_probs, fewshot_examples, parse_trace
+from prompts.templates import template_hash
+from synth.cot import build_prompt, choice_probs, fewshot_examples, parse_trace, register_templates
 from synth.engine import GenParams, Job, keys_for, run_requests
 from synth.local import Generation
 from synth.teachers import Teacher
@@ -31,10 +32,11 @@ def predict(store: Store, model: Teacher, rows: list[PromptRow], role: str, para
             run_id: str, train_rows: list[PromptRow], num_examples: int = 2) -> list[dict]:
     """One answer per row from `model` acting as `role` (student sees no exemplars)."""
     jobs, by_id = [], {r.id: r for r in rows}
+    register_templates(store)
     for row in rows:
         if role == "student":
             rendered = model.render([{"role": "user", "content": student_user_turn(row)}]) + "Reasoning:"
-            jobs.append(Job(prompt_id=row.id, rendered=rendered))
+            jobs.append(Job(prompt_id=row.id, rendered=rendered, template_hash=template_hash("cot_chat.j2")))
         else:
             examples = fewshot_examples(train_rows, num_examples, exclude=row.id)
             rendered, t_hash = build_prompt(model, row, examples)

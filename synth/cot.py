@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from curation.store import Store
 from distill.errors import DistillError
 from prompts.rows import PromptRow
-from prompts.templates import render, template_hash
+from prompts.templates import render, template_hash, template_source
 from synth.engine import GenParams, Job, run_requests
 from synth.local import Generation
 from synth.teachers import Teacher
@@ -35,6 +35,15 @@ class CotParams:
     def gen_params(self) -> GenParams:
         return GenParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                          num_samples=self.num_samples, stop=STOP, seed=self.seed)
+
+
+TEMPLATES = ("cot_fewshot.j2", "cot_chat.j2")
+
+
+def register_templates(store: Store) -> None:
+    """Store the template texts so every request's template_hash joins to the text that made it."""
+    for name in TEMPLATES:
+        store.add_template(name, template_source(name), template_hash(name))
 
 
 def fewshot_examples(train_rows: list[PromptRow], k: int, exclude: str, seed: int = 0) -> list[PromptRow]:
@@ -125,6 +134,7 @@ def generate_traces(store: Store, teacher: Teacher, pool: str, params: CotParams
     if not rows:
         raise DistillError(f"pool '{pool}' has no {split} prompts: load a task first (distill data load)")
     train_rows = store.prompts(pool, split="train")
+    register_templates(store)
     jobs, by_id = [], {r.id: r for r in rows}
     for row in rows:
         examples = fewshot_examples(train_rows, params.num_examples, exclude=row.id, seed=params.seed)

@@ -75,3 +75,14 @@ def test_malformed_files_give_one_line_errors(tmp_path, name, content, pattern):
 def test_missing_file(tmp_path):
     with pytest.raises(DistillError, match=r"nothere\.jsonl: no such file"):
         load_pool_file(tmp_path / "nothere.jsonl")
+
+
+def test_shipped_example_pool_loads_with_rationales():
+    from pathlib import Path
+
+    from prompts.pool_file import load_pool_file
+
+    path = Path(__file__).resolve().parents[2] / "prompts" / "pools" / "arithmetic_word_problems.jsonl"
+    rows = load_pool_file(path)
+    assert len(rows) == 40 and all(r.rationale and r.gold.isdigit() for r in rows)
+    assert {r.split for r in rows} == {"train", "calibration", "test"}

@@ -79,3 +79,10 @@ def test_parse_trace(text, choices, answer, error):
     _, got, err = parse_trace(text, choices)
     assert got == answer
     assert (err is None) if error is None else (error in err)
+
+
+def test_every_trace_joins_to_its_template_text(store, pool):
+    generate_traces(store, ScriptedTeacher("t", [TRACE]), pool, CotParams(num_samples=1), run_id="r")
+    rows = store.query("SELECT t.name, t.text FROM samples s JOIN requests r ON r.key = s.request_key "
+                       "JOIN templates t ON t.hash = r.template_hash")
+    assert len(rows) == store.count("samples") and all("Question" in r["text"] for r in rows)
