@@ -38,7 +38,7 @@ def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, real_cache)
     with_template = con.execute("""SELECT count(*) FROM samples s JOIN requests r ON r.key = s.request_key
                                    JOIN templates t ON t.hash = r.template_hash""").fetchone()[0]
     assert with_template == n_samples
-    splits = {s for (s,) in con.execute("SELECT DISTINCT p.split FROM samples s JOIN prompts p ON p.id = s.prompt_id")}
+    splits = {s for (s,) in con.execute("SELECT DISTINCT p.split FROM samples s JOIN prompts p ON p.id = s.prompt_id").fetchall()}
     assert splits == {"train"}
     n_requests = con.execute("SELECT count(*) FROM requests").fetchone()[0]
     preds = con.execute("SELECT count(*) FROM eval_predictions").fetchone()[0]
