@@ -191,12 +191,15 @@ class Store:
 
     # -- requests and samples -----------------------------------------------------------
     def finished_requests(self, keys: list[str]) -> dict[str, dict]:
-        """The requests among `keys` that already finished (the cache behind resume)."""
+        """The requests among `keys` that finished with a response (the cache behind resume).
+
+        Requests that failed in transport (status 'error') are not returned, so a re-run retries them.
+        """
         if not keys:
             return {}
         self.con.execute("CREATE OR REPLACE TEMP TABLE wanted (key VARCHAR)")
         self.con.executemany("INSERT INTO wanted VALUES (?)", [[k] for k in keys])
-        rows = self._dicts("SELECT r.* FROM requests r JOIN wanted USING (key) WHERE r.status IN ('done', 'error')")
+        rows = self._dicts("SELECT r.* FROM requests r JOIN wanted USING (key) WHERE r.status = 'done'")
         return {r["key"]: r for r in rows}
 
     def add_requests_and_samples(self, requests: list[dict], samples: list[dict]) -> None:
