@@ -256,6 +256,44 @@ class Store:
             WHERE p.pool = ? AND s.kind = 'cot'
             GROUP BY ALL ORDER BY s.id""", [verifier, pool])
 
+    def replace_pairs(self, strategy: str, pool: str, rows: list[dict]) -> None:
+        with self.transaction():
+            self.con.execute("DELETE FROM pairs WHERE strategy = ? AND prompt_id IN "
+                             "(SELECT id FROM prompts WHERE pool = ?)", [strategy, pool])
+            self._insert("pairs", rows)
+
+    def pairs_for_export(self, pool: str, strategy: str) -> list[dict]:
+        """Pairs with both texts, train split only: test rows never reach training."""
+        return self._dicts("""
+            SELECT x.id, x.margin, p.id AS prompt_id, p.input, p.choices, p.split,
+                   c.reasoning AS chosen_reasoning, c.answer AS chosen_answer, c.teacher AS chosen_teacher,
+                   r.reasoning AS rejected_reasoning, r.answer AS rejected_answer, r.teacher AS rejected_teacher
+            FROM pairs x JOIN prompts p ON p.id = x.prompt_id
+            JOIN samples c ON c.id = x.chosen_sample_id JOIN samples r ON r.id = x.rejected_sample_id
+            WHERE x.strategy = ? AND p.pool = ? AND p.split = 'train' ORDER BY x.id""", [strategy, pool])
+
+    def scored_samples(self, pool: str, kinds: tuple[str, ...], verifier_prefix: str) -> list[dict]:
+        """Samples of given kinds with their mean score over verdicts whose verifier starts with a prefix."""
+        marks = ", ".join("?" * len(kinds))
+        return self._dicts(f"""
+            SELECT s.*, p.split, p.input, p.choices, p.gold, avg(v.score) AS score, bool_or(v.passed) AS passed
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id
+            LEFT JOIN verdicts v ON v.sample_id = s.id AND starts_with(v.verifier, ?)
+            WHERE p.pool = ? AND s.kind IN ({marks}) GROUP BY ALL ORDER BY s.id""",
+            [verifier_prefix, pool, *kinds])
+
+    def samples_by_id(self, ids: list[str]) -> dict[str, dict]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" * len(ids))
+        rows = self._dicts(f"SELECT s.*, p.input, p.choices, p.gold, p.split FROM samples s "
+                           f"JOIN prompts p ON p.id = s.prompt_id WHERE s.id IN ({marks})", ids)
+        return {r["id"]: r for r in rows}
+
+    def add_samples(self, rows: list[dict]) -> None:
+        with self.transaction():
+            self._insert("samples", rows, or_replace=True)
+
     def purified_traces(self, pool: str, method: str) -> list[dict]:
         """The selected trace per prompt, train split only: test rows never reach training."""
         return self._dicts("""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import jinja2
 from distill.errors import DistillError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
+INCLUDE_RE = re.compile(r"include\s+[\"']([^\"']+)[\"']")
 
 
 @lru_cache(maxsize=1)
@@ -20,15 +22,14 @@ def _env() -> jinja2.Environment:
 
 
 def template_source(name: str) -> str:
-    """The template text plus the text of what it includes, so the hash changes with either."""
+    """The template text plus the texts it includes, so the hash changes with either (and only them)."""
     path = TEMPLATE_DIR / name
     if not path.exists():
         known = ", ".join(sorted(p.name for p in TEMPLATE_DIR.glob("*.j2")))
         raise DistillError(f"unknown template '{name}': pick one of {known}")
-    parts = [path.read_text()]
-    if "include" in parts[0]:
-        parts += [p.read_text() for p in sorted(TEMPLATE_DIR.glob("*.j2")) if p.name != name]
-    return "\n".join(parts)
+    text = path.read_text()
+    included = sorted(set(INCLUDE_RE.findall(text)) - {name})
+    return "\n".join([text, *(template_source(inc) for inc in included)])
 
 
 def template_hash(name: str) -> str:
