@@ -39,3 +39,26 @@ def export_sft(store: Store, pool: str, path: str | Path, method: str = METHOD) 
                                 "sample_id": t["sample_id"], "teacher": t["teacher"]}) + "\n")
     tmp.replace(path)
     return {"rows": len(traces), "path": str(path)}
+
+
+def export_trajectories(store: Store, pool: str, path: str | Path, verified_only: bool = True) -> dict:
+    """Tool-use trajectories in TRL's tool-calling chat format: {"messages": [...], "tools": [...]}.
+
+    Only trajectories whose final answer matches the gold answer are kept by default.
+    """
+    from curation.verify import answers_match
+    from synth.react import TOOL_SCHEMAS, trajectory_messages
+
+    rows = [s for s in store.train_samples_of_kind(pool, "tool_trajectory") if s["answer"] is not None
+            and (not verified_only or answers_match(s["answer"], s["gold"]))]
+    if not rows:
+        raise DistillError(f"no {'verified ' if verified_only else ''}tool trajectories in pool '{pool}'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as f:
+        for s in rows:
+            f.write(json.dumps({"messages": trajectory_messages(s), "tools": TOOL_SCHEMAS,
+                                "prompt_id": s["prompt_id"], "teacher": s["teacher"]}) + "\n")
+    tmp.replace(path)
+    return {"rows": len(rows), "path": str(path)}

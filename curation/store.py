@@ -282,6 +282,10 @@ class Store:
             WHERE p.pool = ? AND s.kind IN ({marks}) GROUP BY ALL ORDER BY s.id""",
             [verifier_prefix, pool, *kinds])
 
+    def train_samples_of_kind(self, pool: str, kind: str) -> list[dict]:
+        return self._dicts("SELECT s.*, p.input, p.gold, p.choices FROM samples s JOIN prompts p ON p.id = s.prompt_id "
+                           "WHERE p.pool = ? AND p.split = 'train' AND s.kind = ? ORDER BY s.id", [pool, kind])
+
     def samples_by_id(self, ids: list[str]) -> dict[str, dict]:
         if not ids:
             return {}

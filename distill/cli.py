@@ -53,17 +53,52 @@ def cmd_data(args: argparse.Namespace) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> None:
     from curation.store import Store
-    from synth.cot import CotParams, generate_traces
     from synth.models import model_path
     from synth.teachers import get_teacher
-    model_path(args.teacher)
-    params = CotParams(num_samples=args.samples, temperature=args.temperature,
-                       max_new_tokens=args.max_new_tokens, num_examples=args.examples, seed=args.seed)
+    if args.kind != "import-recorded":
+        if not args.teacher:
+            raise DistillError(f"synth --kind {args.kind} needs --teacher (e.g. --teacher gemma-3-270m)")
+        model_path(args.teacher)  # a bad model name fails before the store is touched
     with Store(args.store) as store:
-        teacher = get_teacher(args.teacher, args.batch_size)
-        run_id = store.start_run("synth", {"teacher": args.teacher, "pool": args.pool, **vars(params)})
-        print(generate_traces(store, teacher, args.pool, params, run_id, split=args.split, limit=args.limit))
+        run_id = store.start_run("synth", {k: v for k, v in vars(args).items() if k != "func"})
+        teacher = get_teacher(args.teacher, args.batch_size) if args.teacher else None
+        print(json.dumps(run_synth_kind(store, teacher, args, run_id), indent=1))
         store.finish_run(run_id)
+
+
+def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dict:
+    """Dispatch one kind of teacher signal; every kind reads and writes the store."""
+    from synth import critique, expand, recorded
+    from synth.cot import CotParams, generate_traces
+    if args.kind == "cot":
+        params = CotParams(num_samples=args.samples, temperature=args.temperature,
+                           max_new_tokens=args.max_new_tokens, num_examples=args.examples, seed=args.seed)
+        return generate_traces(store, teacher, args.pool, params, run_id, split=args.split, limit=args.limit)
+    if args.kind == "critique":
+        return critique.critique_traces(store, teacher, args.pool, run_id, args.max_new_tokens, args.limit)
+    if args.kind == "revise":
+        return critique.revise_traces(store, teacher, args.pool, run_id, args.max_new_tokens, args.limit)
+    if args.kind == "judge":
+        return critique.judge_traces(store, teacher, args.pool, run_id, limit=args.limit)
+    if args.kind == "judge-pairs":
+        return critique.judge_pairs(store, teacher, args.pool, run_id, limit=args.limit)
+    if args.kind in ("self-instruct", "evolve"):
+        return expand.expand_prompts(store, teacher, args.pool, run_id, method=args.kind.replace("-", "_"),
+                                     count=args.limit or 16, seed=args.seed)
+    if args.kind == "import-recorded":
+        return recorded.import_recorded(store, args.pool, run_id)
+    raise DistillError(f"unknown kind '{args.kind}'")
+
+
+def cmd_pairs(args: argparse.Namespace) -> None:
+    from curation.store import Store
+    from synth.preferences import build_pairs, export_pairs
+    with Store(args.store) as store:
+        run_id = store.start_run("pairs", {k: v for k, v in vars(args).items() if k != "func"})
+        built = build_pairs(store, args.pool, run_id, args.strategy, args.margin, args.student)
+        exported = export_pairs(store, args.pool, args.out, args.strategy)
+        store.finish_run(run_id)
+    print(json.dumps({"build": built, "export": exported}, indent=1))
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
@@ -83,6 +118,18 @@ def cmd_curate(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from train.sft import main as sft_main
     sft_main(args.rest)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from synth.serve import main as serve_main
+    code = serve_main(args.rest)
+    if code:
+        raise SystemExit(code)
+
+
+def cmd_recipe(args: argparse.Namespace) -> None:
+    from distill.recipes import main as recipe_main
+    recipe_main(args.rest)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -133,11 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", help="pool name in the store (default: the task name)")
     p.set_defaults(func=cmd_data)
 
-    p = _sub(subs, "synth", "generate chain-of-thought traces from a teacher",
-             "distill synth --pool strategyqa --teacher gemma-3-270m --samples 2 --limit 16")
+    p = _sub(subs, "synth", "generate teacher signal: traces, critiques, revisions, judge scores, prompts",
+             "distill synth --pool strategyqa --teacher gemma-3-270m --samples 2 --limit 16\n"
+             "  distill synth --kind critique --pool strategyqa --teacher smollm2-135m-instruct")
+    p.add_argument("--kind", default="cot", choices=["cot", "critique", "revise", "judge", "judge-pairs",
+                                                     "self-instruct", "evolve", "import-recorded"])
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", required=True)
-    p.add_argument("--teacher", required=True, help="gemma-3-270m | smollm2-135m-instruct | path | HF id")
+    p.add_argument("--teacher", help="gemma-3-270m | smollm2-135m-instruct | path | HF id")
     p.add_argument("--split", default="train", choices=["train", "calibration", "test"])
     p.add_argument("--limit", type=int)
     p.add_argument("--samples", type=int, default=2)
@@ -147,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_synth)
+
+    p = _sub(subs, "pairs", "build preference pairs and export TRL prompt/chosen/rejected JSONL",
+             "distill pairs --pool strategyqa --strategy verified --out runs/pairs.jsonl")
+    p.add_argument("--store", default=DEFAULT_STORE)
+    p.add_argument("--pool", required=True)
+    p.add_argument("--strategy", default="verified", choices=["verified", "best_vs_worst", "teacher_vs_student"])
+    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--student", help="the student's model name (teacher_vs_student)")
+    p.add_argument("--out", default="runs/pairs.jsonl")
+    p.set_defaults(func=cmd_pairs)
 
     p = _sub(subs, "curate", "verify, dedup, select per prompt and export TRL messages JSONL",
              "distill curate --pool strategyqa --out runs/sft.jsonl")
@@ -172,6 +232,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--target-accuracy", type=float)
     p.set_defaults(func=cmd_eval)
+
+    p = _sub(subs, "serve", "serve a local model over an OpenAI-compatible /v1/chat/completions endpoint",
+             "distill serve --model smollm2-135m-instruct --port 8000")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of synth.serve (--model, --port, ...)")
+    p.set_defaults(func=cmd_serve)
+
+    p = _sub(subs, "recipe", "run a named recipe end to end (signals: every kind of teacher signal)",
+             "distill recipe signals --limit 4 --out runs/signals")
+    p.add_argument("name", choices=["signals"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the recipe (--limit, --out, ...)")
+    p.set_defaults(func=cmd_recipe)
 
     p = _sub(subs, "report", "list runs, evals and row counts of a store", "distill report --store runs/demo/store.duckdb")
     p.add_argument("--store", default=DEFAULT_STORE)

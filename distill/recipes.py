@@ -1,0 +1,109 @@
+"""Recipe: every kind of teacher signal from the offline teachers into one store.
+
+    distill recipe signals --limit 4 --out runs/signals
+
+1. chain-of-thought traces (each teacher), verified against the human gold answer;
+2. critiques and revisions (each teacher critiques and revises the other's traces), and
+   UltraFeedback-style judge scores;
+3. preference pairs: verified vs unverified, teacher vs student (PLaD), position-swapped judge;
+4. tool-use trajectories: ReAct rollouts with a calculator and a sandboxed Python executor on
+   arithmetic word problems, and BFCL function calls checked against the ground truth;
+plus synthetic prompt expansion. Exports land next to the store in TRL's formats.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_TEACHERS = ("gemma-3-270m", "smollm2-135m-instruct")
+ARITHMETIC_POOL = Path(__file__).resolve().parents[1] / "prompts" / "pools" / "arithmetic_word_problems.jsonl"
+
+
+def run_signals_recipe(out: str | Path, task: str = "bigbench:strategyqa", teachers=DEFAULT_TEACHERS,
+                       limit: int = 4, samples: int = 2, max_new_tokens: int = 48) -> dict:
+    from curation.store import Store
+    from curation.verify import verify_samples
+    from prompts.data import fetch_bigbench, load_task
+    from synth import critique, expand, preferences, react
+    from synth.cot import CotParams, generate_traces
+    from synth.models import model_path
+    from synth.teachers import get_teacher
+
+    for name in teachers:
+        model_path(name)
+    if task.startswith("bigbench:"):
+        fetch_bigbench()
+    out = Path(out)
+    pool = task.split(":")[-1]
+    results: dict[str, object] = {}
+    began = time.perf_counter()
+    with Store(out / "store.duckdb") as store:
+        run_id = store.start_run("recipe-signals", {"task": task, "teachers": list(teachers), "limit": limit})
+        store.add_prompts(load_task(task), pool, run_id)
+        models = [get_teacher(n) for n in teachers]
+        cot = CotParams(num_samples=samples, max_new_tokens=max_new_tokens)
+        for t in models:
+            results[f"cot {t.name}"] = generate_traces(store, t, pool, cot, run_id, limit=limit)
+        results["verify"] = verify_samples(store, pool, run_id)
+        critic, reviser = models[-1], models[0]
+        results["critique"] = critique.critique_traces(store, critic, pool, run_id, max_new_tokens, limit)
+        results["revise"] = critique.revise_traces(store, reviser, pool, run_id, max_new_tokens, limit)
+        results["verify revisions"] = verify_samples(store, pool, run_id)
+        results["judge"] = critique.judge_traces(store, critic, pool, run_id, limit=limit * 4)
+        results["judge pairs"] = critique.judge_pairs(store, critic, pool, run_id, limit=limit)
+        for strategy, kw in (("verified", {}), ("teacher_vs_student", {"student": teachers[-1]}),
+                             ("best_vs_worst", {"score_prefix": "judge:"})):
+            results[f"pairs {strategy}"] = preferences.build_pairs(store, pool, run_id, strategy, **kw)
+        results["expand"] = expand.expand_prompts(store, models[-1], pool, run_id, count=limit)
+
+        store.add_prompts(load_task(str(ARITHMETIC_POOL)), "arithmetic", run_id)
+        for t in models:
+            results[f"react {t.name}"] = react.generate_trajectories(store, t, "arithmetic", run_id, max_steps=3,
+                                                                     limit=limit)
+        store.add_prompts(load_task("bfcl:simple"), "bfcl-simple", run_id)
+        for t in models:
+            results[f"bfcl {t.name}"] = react.generate_bfcl_calls(store, t, "bfcl-simple", run_id, limit=limit)
+
+        results["exports"] = _exports(store, pool, out)
+        counts = store.query("SELECT kind, count(*) AS n, count(answer) AS answered FROM samples GROUP BY 1 ORDER BY 1")
+        results["samples by kind"] = {r["kind"]: {"n": r["n"], "answered": r["answered"]} for r in counts}
+        results["pairs by strategy"] = {r["strategy"]: r["n"] for r in store.query(
+            "SELECT strategy, count(*) AS n FROM pairs GROUP BY 1 ORDER BY 1")}
+        store.finish_run(run_id, "done", {"seconds": round(time.perf_counter() - began, 1)})
+    return results
+
+
+def _exports(store, pool: str, out: Path) -> dict:
+    """Write whichever exports have rows; an empty kind is reported, not an error."""
+    from curation.export import export_sft, export_trajectories
+    from curation.purify import select_traces
+    from curation.dedup import dedup_samples
+    from distill.errors import DistillError
+    from synth.preferences import export_pairs
+
+    done: dict[str, object] = {}
+    dedup_samples(store, pool, "export")
+    select_traces(store, pool, "export")
+    for name, fn in (("sft", lambda: export_sft(store, pool, out / "sft.jsonl")),
+                     ("pairs", lambda: export_pairs(store, pool, out / "pairs.jsonl", "verified")),
+                     ("tools", lambda: export_trajectories(store, "arithmetic", out / "tools.jsonl"))):
+        try:
+            done[name] = fn()
+        except DistillError as err:
+            done[name] = f"empty: {err}"
+    return done
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    parser = argparse.ArgumentParser(prog="distill recipe signals", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/signals")
+    parser.add_argument("--task", default="bigbench:strategyqa")
+    parser.add_argument("--limit", type=int, default=4, help="prompts per stage")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    args = parser.parse_args(argv)
+    result = run_signals_recipe(args.out, args.task, limit=args.limit, max_new_tokens=args.max_new_tokens)
+    print(json.dumps(result, indent=1, default=str), file=sys.stdout)
