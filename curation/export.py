@@ -47,7 +47,7 @@ def export_trajectories(store: Store, pool: str, path: str | Path, verified_only
     Only trajectories whose final answer matches the gold answer are kept by default.
     """
     from curation.verify import answers_match
-    from synth.react import TOOL_SCHEMAS, trajectory_messages
+    from synth.react import trajectory_row
 
     rows = [s for s in store.train_samples_of_kind(pool, "tool_trajectory") if s["answer"] is not None
             and (not verified_only or answers_match(s["answer"], s["gold"]))]
@@ -58,7 +58,6 @@ def export_trajectories(store: Store, pool: str, path: str | Path, verified_only
     tmp = path.with_suffix(".tmp")
     with tmp.open("w") as f:
         for s in rows:
-            f.write(json.dumps({"messages": trajectory_messages(s), "tools": TOOL_SCHEMAS,
-                                "prompt_id": s["prompt_id"], "teacher": s["teacher"]}) + "\n")
+            f.write(json.dumps(dict(trajectory_row(s), prompt_id=s["prompt_id"], teacher=s["teacher"])) + "\n")
     tmp.replace(path)
     return {"rows": len(rows), "path": str(path)}

@@ -44,3 +44,27 @@ def verify_samples(store: Store, pool: str, run_id: str) -> dict:
     store.add_verdicts(rows)
     total = store.count("verdicts", "verifier = ? AND verifier_version = ? AND passed", [VERIFIER, VERSION])
     return {"new_verdicts": len(rows), "passed_total": total}
+
+
+TOOL_VERIFIER = "tool_match"
+
+
+def verify_tool_samples(store: Store, pool: str, run_id: str) -> dict:
+    """Final answers of tool trajectories vs gold; BFCL calls vs ground truth (AST match)."""
+    from synth.tools import bfcl_match
+
+    done = store.verified_keys(TOOL_VERIFIER, VERSION)
+    rows = []
+    for kind in ("tool_trajectory", "tool_call"):
+        for s in store.train_samples_of_kind(pool, kind):
+            if s["id"] in done:
+                continue
+            if kind == "tool_call":
+                passed = s["answer"] is not None and bfcl_match(json.loads(s["answer"]), s["gold"])
+            else:
+                passed = answers_match(s["answer"], s["gold"])
+            rows.append(dict(sample_id=s["id"], verifier=TOOL_VERIFIER, verifier_version=VERSION, passed=passed,
+                             score=1.0 if passed else 0.0, detail=s["parse_error"] or f"answer {s['answer']!r}",
+                             run_id=run_id))
+    store.add_verdicts(rows)
+    return {"new_verdicts": len(rows), "passed": sum(r["passed"] for r in rows)}

@@ -68,7 +68,7 @@ def cmd_synth(args: argparse.Namespace) -> None:
 
 def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dict:
     """Dispatch one kind of teacher signal; every kind reads and writes the store."""
-    from synth import critique, expand, recorded
+    from synth import critique, expand, react, recorded
     from synth.cot import CotParams, generate_traces
     if args.kind == "cot":
         params = CotParams(num_samples=args.samples, temperature=args.temperature,
@@ -87,6 +87,12 @@ def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dic
                                      count=args.limit or 16, seed=args.seed)
     if args.kind == "import-recorded":
         return recorded.import_recorded(store, args.pool, run_id)
+    if args.kind == "react":
+        return react.generate_trajectories(store, teacher, args.pool, run_id, max_new_tokens=args.max_new_tokens,
+                                           limit=args.limit, split=args.split)
+    if args.kind == "bfcl":
+        return react.generate_bfcl_calls(store, teacher, args.pool, run_id, max_new_tokens=args.max_new_tokens,
+                                         limit=args.limit, split=args.split)
     raise DistillError(f"unknown kind '{args.kind}'")
 
 
@@ -184,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
              "distill synth --pool strategyqa --teacher gemma-3-270m --samples 2 --limit 16\n"
              "  distill synth --kind critique --pool strategyqa --teacher smollm2-135m-instruct")
     p.add_argument("--kind", default="cot", choices=["cot", "critique", "revise", "judge", "judge-pairs",
-                                                     "self-instruct", "evolve", "import-recorded"])
+                                                     "self-instruct", "evolve", "import-recorded", "react", "bfcl"])
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", required=True)
     p.add_argument("--teacher", help="gemma-3-270m | smollm2-135m-instruct | path | HF id")

@@ -66,6 +66,8 @@ def run_signals_recipe(out: str | Path, task: str = "bigbench:strategyqa", teach
         for t in models:
             results[f"bfcl {t.name}"] = react.generate_bfcl_calls(store, t, "bfcl-simple", run_id, limit=limit)
 
+        from curation.verify import verify_tool_samples
+        results["verify tools"] = {p: verify_tool_samples(store, p, run_id) for p in ("arithmetic", "bfcl-simple")}
         results["exports"] = _exports(store, pool, out)
         counts = store.query("SELECT kind, count(*) AS n, count(answer) AS answered FROM samples GROUP BY 1 ORDER BY 1")
         results["samples by kind"] = {r["kind"]: {"n": r["n"], "answered": r["answered"]} for r in counts}
