@@ -58,12 +58,24 @@ def cmd_synth(args: argparse.Namespace) -> None:
     if args.kind != "import-recorded":
         if not args.teacher:
             raise DistillError(f"synth --kind {args.kind} needs --teacher (e.g. --teacher gemma-3-270m)")
-        model_path(args.teacher)  # a bad model name fails before the store is touched
+        if not args.teacher.startswith("api:"):
+            model_path(args.teacher)  # a bad model name fails before the store is touched
+    price = _price(args.price) if args.price else None
+    teacher = get_teacher(args.teacher, args.batch_size, api_base=args.api_base, api_key_env=args.api_key_env,
+                          price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
+                          max_budget_usd=args.max_budget_usd) if args.teacher else None
     with Store(args.store) as store:
         run_id = store.start_run("synth", {k: v for k, v in vars(args).items() if k != "func"})
-        teacher = get_teacher(args.teacher, args.batch_size) if args.teacher else None
         print(json.dumps(run_synth_kind(store, teacher, args, run_id), indent=1))
         store.finish_run(run_id)
+
+
+def _price(text: str) -> tuple[float, float]:
+    try:
+        prompt_price, completion_price = (float(x) for x in text.split(","))
+    except ValueError:
+        raise DistillError(f"--price {text!r} must be 'INPUT,OUTPUT' USD per million tokens, e.g. 0.15,0.6") from None
+    return prompt_price, completion_price
 
 
 def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dict:
@@ -202,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=2, help="few-shot exemplars from the train split")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    api = p.add_argument_group("API teachers (--teacher api:<litellm model>)")
+    api.add_argument("--api-base", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    api.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+    api.add_argument("--price", help="INPUT,OUTPUT USD per million tokens (self-hosted or unknown models)")
+    api.add_argument("--max-concurrency", type=int, help="in-flight requests (adapts down on 429)")
+    api.add_argument("--rpm", type=float, help="requests per minute")
+    api.add_argument("--tpm", type=float, help="input+output tokens per minute")
+    api.add_argument("--max-budget-usd", type=float, help="stop before spending more than this")
     p.set_defaults(func=cmd_synth)
 
     p = _sub(subs, "pairs", "build preference pairs and export TRL prompt/chosen/rejected JSONL",

@@ -116,7 +116,8 @@ def trace_sample(teacher: Teacher, prompt: PromptRow, rendered: str, gen: Genera
     extra: dict = {"answer_source": "parsed"}
     if answer is None and gen.finish_reason == "length":
         error = f"truncated output ({error})"
-    elif answer is None and prompt.choices and error and error.startswith("no 'Answer:'"):
+    elif (answer is None and prompt.choices and error and error.startswith("no 'Answer:'")
+          and not hasattr(teacher, "agenerate")):  # API teachers cannot score continuations
         probs = choice_probs(teacher, rendered, gen.text, prompt.choices)
         answer, error = prompt.choices[probs.index(max(probs))], None
         extra = {"answer_source": "scored_options", "choice_probs": probs}

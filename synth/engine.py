@@ -59,6 +59,10 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
                  purpose: str, run_id: str, postprocess: Postprocess | None = None,
                  chunk_size: int = 16, label: str = "") -> dict[str, dict]:
     """Generate what the cache lacks; return every job's request rows keyed by request key."""
+    if hasattr(teacher, "agenerate"):  # API teachers: async, rate-limited, retried (synth.api_engine)
+        from synth.api_engine import run_api_requests
+        return run_api_requests(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
+                                postprocess=postprocess, label=label, **getattr(teacher, "run_options", {}))
     keys = {(j.prompt_id, j.rendered, i): request_key(teacher.name, j.rendered, params, i)
             for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(keys.values()))

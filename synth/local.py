@@ -30,6 +30,8 @@ class Generation:
     token_logprobs: list[float] = field(default_factory=list)
     top2_margins: list[float] = field(default_factory=list)
     finish_reason: str = "length"  # "stop" (eos or stop string) or "length" (max_new_tokens)
+    reasoning: str | None = None  # thinking returned apart from the answer (API reasoning models)
+    cost_usd: float = 0.0  # what the call cost (API teachers); local generation is free
 
 
 class _StepRecorder(LogitsProcessor):

@@ -27,8 +27,22 @@ class Teacher(Protocol):
 _loaded: dict[tuple[str, int], LocalGenerator] = {}
 
 
-def get_teacher(name: str, batch_size: int = 16) -> Teacher:
-    """A registered model name, a local path or a cached HF id, loaded once per process."""
+def get_teacher(name: str, batch_size: int = 16, *, api_base: str | None = None,
+                api_key_env: str | None = None, api_key: str | None = None,
+                price_per_mtok: tuple[float, float] | None = None, **run_options: object) -> Teacher:
+    """A registered model name, a local path or a cached HF id, loaded once per process.
+
+    "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
+    `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
+    from `api_key_env` and never stored. `run_options` (max_concurrency, rpm, tpm,
+    max_budget_usd, max_retries) go to the async engine for every request of this teacher.
+    """
+    if name.startswith("api:"):
+        from synth.api import ApiTeacher
+        teacher = ApiTeacher(name, name[4:], api_base=api_base, api_key_env=api_key_env, api_key=api_key,
+                             price_per_mtok=price_per_mtok)
+        teacher.run_options = {k: v for k, v in run_options.items() if v is not None}
+        return teacher
     key = (name, batch_size)
     if key not in _loaded:
         _loaded[key] = LocalGenerator(name, batch_size=batch_size)

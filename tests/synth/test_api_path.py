@@ -1,0 +1,65 @@
+"""The API-teacher path end to end: `distill serve` on loopback, litellm client, CoT stage, CLI."""
+import os
+from pathlib import Path
+
+import pytest
+
+from curation.store import Store
+from distill.cli import main
+from synth.cot import CotParams, generate_traces
+from synth.serve import start_server
+from synth.teachers import get_teacher
+
+SECRET = "sk-SECRET-api-path-4242"
+
+
+@pytest.fixture
+def tiny_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def _dump_text(path: Path) -> str:
+    with Store(path, read_only=True) as store:
+        tables = [r["table_name"] for r in store.query("SELECT table_name FROM information_schema.tables")]
+        return "\n".join(str(store.query(f"SELECT * FROM {t}")) for t in tables)
+
+
+def test_cot_through_an_api_teacher_is_cached_and_keeps_no_secret(store, pool, tiny_cache):
+    with start_server("tiny-random") as server:
+        teacher = get_teacher("api:openai/tiny-random", api_base=server.url, api_key=SECRET, max_concurrency=8)
+        out = generate_traces(store, teacher, pool, CotParams(num_samples=2, max_new_tokens=12), run_id="r1")
+        n_train = len(store.prompts(pool, split="train"))
+        assert out["requests"] == 2 * n_train == store.count("samples")
+        served = server.stats["requests"]
+        assert served == 2 * n_train
+        generate_traces(store, teacher, pool, CotParams(num_samples=2, max_new_tokens=12), run_id="r2")
+        assert server.stats["requests"] == served, "a re-run makes no HTTP call"
+    rows = store.query("SELECT model, status, prompt_tokens, completion_tokens FROM requests")
+    assert {r["model"] for r in rows} == {"api:openai/tiny-random"} and {r["status"] for r in rows} == {"done"}
+    assert all(r["completion_tokens"] > 0 for r in rows)
+
+
+def test_cli_synth_with_an_api_teacher_never_stores_the_key(tmp_path, rows, tiny_cache, monkeypatch, capfd):
+    store_path = tmp_path / "s.duckdb"
+    with Store(store_path) as store:
+        store.add_prompts(rows, "yesno")
+    monkeypatch.setenv("MY_TEACHER_KEY", SECRET)
+    with start_server("tiny-random") as server:
+        code = main(["synth", "--store", str(store_path), "--pool", "yesno", "--teacher", "api:openai/tiny-random",
+                     "--api-base", server.url, "--api-key-env", "MY_TEACHER_KEY", "--samples", "1",
+                     "--max-new-tokens", "8", "--price", "0.15,0.6", "--limit", "4"])
+    assert code == 0
+    out, err = capfd.readouterr()
+    assert "to go" in err and SECRET not in out + err
+    text = _dump_text(store_path)
+    assert "api:openai/tiny-random" in text and SECRET not in text
+
+
+@pytest.mark.slow
+def test_real_model_behind_distill_serve_through_litellm(store, pool, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
+    with start_server("smollm2-135m-instruct") as server:
+        teacher = get_teacher("api:openai/smollm2-135m-instruct", api_base=server.url, api_key=SECRET)
+        generate_traces(store, teacher, pool, CotParams(num_samples=1, max_new_tokens=32), run_id="r", limit=4)
+    samples = store.samples(kind="cot", pool=pool)
+    assert len(samples) == 4 and all(s["reasoning"] for s in samples)
