@@ -15,8 +15,8 @@ import json
 import math
 import re
 
+from curation.export import student_row
 from curation.store import Store
-from prompts.rows import PromptRow
 from prompts.templates import render, template_hash
 from synth.cot import STOP, parse_trace
 from synth.engine import GenParams, Job, keys_for, run_requests
@@ -26,11 +26,6 @@ from synth.teachers import Teacher
 
 ASPECTS = ("helpfulness", "honesty", "instruction following", "truthfulness")
 VERDICT_RE = re.compile(r"verdict\s*:\s*(correct|incorrect)", re.IGNORECASE)
-
-
-def _row(s: dict) -> PromptRow:
-    return PromptRow(id=s["prompt_id"], source="", task="", input=s["input"], gold="", split=s["split"],
-                     choices=json.loads(s["choices"]) if s["choices"] else None)
 
 
 def _render(teacher: Teacher, template: str, prefill: str, **variables: object) -> tuple[str, str]:
@@ -65,7 +60,7 @@ def critique_traces(store: Store, critic: Teacher, pool: str, run_id: str, max_n
                     limit: int | None = None) -> dict:
     jobs = []
     for s in _train_samples(store, pool, ("cot",), limit):
-        rendered, t_hash = _render(critic, "critique.j2", "Critique:", row=_row(s), reasoning=s["reasoning"] or "",
+        rendered, t_hash = _render(critic, "critique.j2", "Critique:", row=student_row(s), reasoning=s["reasoning"] or "",
                                    answer=s["answer"] or "(none)")
         jobs.append((Job(prompt_id=s["prompt_id"], rendered=rendered, template_hash=t_hash), s))
 
@@ -84,7 +79,7 @@ def revise_traces(store: Store, reviser: Teacher, pool: str, run_id: str, max_ne
     jobs = []
     for c in critiques:
         trace = traces[c["parent_id"]]
-        rendered, t_hash = _render(reviser, "revise.j2", "Reasoning:", row=_row(trace), reasoning=trace["reasoning"] or "",
+        rendered, t_hash = _render(reviser, "revise.j2", "Reasoning:", row=student_row(trace), reasoning=trace["reasoning"] or "",
                                    answer=trace["answer"] or "(none)", critique=c["reasoning"] or "")
         jobs.append((Job(prompt_id=c["prompt_id"], rendered=rendered, template_hash=t_hash), dict(c, choices=trace["choices"])))
 
@@ -117,7 +112,7 @@ def judge_traces(store: Store, judge: Teacher, pool: str, run_id: str, max_new_t
     samples = _train_samples(store, pool, TRACE_KINDS, limit)
     jobs = []
     for s in samples:
-        rendered, t_hash = _render(judge, "judge.j2", "Helpfulness:", row=_row(s), reasoning=s["reasoning"] or "",
+        rendered, t_hash = _render(judge, "judge.j2", "Helpfulness:", row=student_row(s), reasoning=s["reasoning"] or "",
                                    answer=s["answer"] or "(none)")
         jobs.append((Job(prompt_id=s["prompt_id"], rendered=rendered, template_hash=t_hash), s))
     params = GenParams(max_new_tokens=max_new_tokens, stop=STOP)
@@ -149,7 +144,7 @@ def judge_pairs(store: Store, judge: Teacher, pool: str, run_id: str, limit: int
     probs: dict[tuple[str, str], float] = {}
 
     def ask(first: dict, second: dict) -> tuple[Job, tuple[dict, dict]]:
-        rendered, t_hash = _render(judge, "judge_pair.j2", "Better response:", row=_row(first), first=first, second=second)
+        rendered, t_hash = _render(judge, "judge_pair.j2", "Better response:", row=student_row(first), first=first, second=second)
         return Job(prompt_id=first["prompt_id"], rendered=rendered, template_hash=t_hash), (first, second)
 
     asks = [ask(a, b) for a, b in groups] + [ask(b, a) for a, b in groups]

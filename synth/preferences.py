@@ -9,14 +9,13 @@ Strategies (each pair records its strategy and margin):
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from curation.export import assistant_turn, student_user_turn
+from curation.export import assistant_turn, student_row, student_user_turn, write_jsonl
 from curation.store import Store
 from curation.verify import VERIFIER
 from distill.errors import DistillError
-from prompts.rows import PromptRow, stable_id
+from prompts.rows import stable_id
 
 STRATEGIES = ("verified", "best_vs_worst", "teacher_vs_student")
 TRACE_KINDS = ("cot", "revision")
@@ -86,17 +85,8 @@ def export_pairs(store: Store, pool: str, path: str | Path, strategy: str = "ver
     pairs = store.pairs_for_export(pool, strategy)
     if not pairs:
         raise DistillError(f"no '{strategy}' pairs in pool '{pool}': run build_pairs (distill pairs) first")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w") as f:
-        for p in pairs:
-            row = PromptRow(id=p["prompt_id"], source="", task="", input=p["input"], gold="", split="train",
-                            choices=json.loads(p["choices"]) if p["choices"] else None)
-            f.write(json.dumps({
-                "prompt": [{"role": "user", "content": student_user_turn(row)}],
-                "chosen": _completion(p["chosen_reasoning"], p["chosen_answer"]),
-                "rejected": _completion(p["rejected_reasoning"], p["rejected_answer"]),
-                "margin": p["margin"], "prompt_id": p["prompt_id"], "strategy": strategy}) + "\n")
-    tmp.replace(path)
-    return {"rows": len(pairs), "path": str(path)}
+    return write_jsonl(path, [{
+        "prompt": [{"role": "user", "content": student_user_turn(student_row(p))}],
+        "chosen": _completion(p["chosen_reasoning"], p["chosen_answer"]),
+        "rejected": _completion(p["rejected_reasoning"], p["rejected_answer"]),
+        "margin": p["margin"], "prompt_id": p["prompt_id"], "strategy": strategy} for p in pairs])
