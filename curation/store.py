@@ -79,7 +79,12 @@ def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
             tokens INTEGER, PRIMARY KEY (eval_id, model, prompt_id))""")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core]
+def _m002_run_summary(con: duckdb.DuckDBPyConnection) -> None:
+    # What a run did, per model: calls, tokens, cost, errors by class (filled by finish_run).
+    con.execute("ALTER TABLE runs ADD COLUMN summary JSON")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary]
 
 
 def git_sha() -> str | None:
@@ -159,8 +164,29 @@ class Store:
         return run_id
 
     def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None) -> None:
-        self.con.execute("UPDATE runs SET finished_at = current_timestamp, status = ?, timings = ? "
-                         "WHERE id = ?", [status, _json(timings), run_id])
+        self.con.execute("UPDATE runs SET finished_at = current_timestamp, status = ?, timings = ?, summary = ? "
+                         "WHERE id = ?", [status, _json(timings), _json(self.run_summary(run_id)), run_id])
+
+    def run_summary(self, run_id: str) -> dict:
+        """Per model: requests by status, tokens, cost and error classes of this run's teacher calls."""
+        summary: dict[str, dict] = {}
+        for r in self._dicts("""
+                SELECT model, status, coalesce(error, '') AS error_class, count(*) AS n,
+                       coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+                       coalesce(sum(completion_tokens), 0) AS completion_tokens,
+                       coalesce(sum(cost_usd), 0) AS cost_usd
+                FROM requests WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]):
+            m = summary.setdefault(r["model"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                                "cost_usd": 0.0, "by_status": {}, "errors": {}})
+            m["requests"] += r["n"]
+            m["prompt_tokens"] += int(r["prompt_tokens"])
+            m["completion_tokens"] += int(r["completion_tokens"])
+            m["cost_usd"] += float(r["cost_usd"])
+            m["by_status"][r["status"]] = m["by_status"].get(r["status"], 0) + r["n"]
+            if r["error_class"]:
+                key = r["error_class"].split(":")[0][:40]
+                m["errors"][key] = m["errors"].get(key, 0) + r["n"]
+        return summary
 
     def runs(self, stage: str | None = None) -> list[dict]:
         sql = "SELECT * FROM runs" + (" WHERE stage = ?" if stage else "") + " ORDER BY started_at"

@@ -74,9 +74,13 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
     # One bar for the whole stage (rate and ETA over every chunk), not one per chunk.
     bar = tqdm(total=len(todo) * params.num_samples, desc=label or teacher.name, unit="seq",
                file=sys.stderr, disable=not todo)
+    hit_share = 1 - len(todo) * params.num_samples / max(1, n_total)
+    new_tokens, stage_began = 0, time.perf_counter()
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start:start + chunk_size]
-        bar.set_postfix_str(f"prompts {start + len(chunk)}/{len(todo)}")
+        rate = new_tokens / max(1e-9, time.perf_counter() - stage_began)
+        bar.set_postfix_str(f"prompts {start + len(chunk)}/{len(todo)}, {rate:.0f} tok/s, "
+                            f"cache hits {hit_share:.0%}")
         began = time.perf_counter()
         outputs = teacher.generate([j.rendered for j in chunk], max_new_tokens=params.max_new_tokens,
                                    temperature=params.temperature, num_samples=params.num_samples,
@@ -97,6 +101,7 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
                     cost_usd=0.0, latency_s=latency, finish_reason=gen.finish_reason, error=None,
                     extra=extra, run_id=run_id))
                 samples += [dict(s, run_id=run_id) for s in sample_rows]
+                new_tokens += gen.completion_tokens
         store.add_requests_and_samples(requests, samples)
         bar.update(len(chunk) * params.num_samples)
     bar.close()

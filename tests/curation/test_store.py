@@ -54,3 +54,18 @@ def test_store_opens_with_plain_duckdb(tmp_path, rows):
         store.add_prompts(rows, "p")
     con = duckdb.connect(str(path), read_only=True)
     assert con.execute("SELECT count(*) FROM prompts").fetchone()[0] == len(rows)
+
+
+def test_finished_run_records_a_summary_of_its_teacher_calls(store, pool):
+    import json
+
+    from synth.cot import CotParams, generate_traces
+    from synth.teachers import ScriptedTeacher
+
+    run_id = store.start_run("synth", {})
+    generate_traces(store, ScriptedTeacher("t", ["Because.\nAnswer: No"]), pool, CotParams(num_samples=2), run_id)
+    store.finish_run(run_id)
+    summary = json.loads(store.runs("synth")[0]["summary"])
+    n = 2 * len(store.prompts(pool, split="train"))
+    assert summary["t"]["requests"] == n and summary["t"]["by_status"] == {"done": n}
+    assert summary["t"]["completion_tokens"] == 2 * n  # "Because.\nAnswer: No" is two scripted tokens
