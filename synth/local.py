@@ -29,6 +29,10 @@ class Generation:
     completion_tokens: int
     token_logprobs: list[float] = field(default_factory=list)
     top2_margins: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+    # Per generated token, the model's top-k (token id, log-prob) alternatives; filled when
+    # generate(top_k=k) asks (for logit distillation and calibrated confidence signals).
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)
     finish_reason: str = "length"  # "stop" (eos or stop string) or "length" (max_new_tokens)
     reasoning: str | None = None  # thinking returned apart from the answer (API reasoning models)
     cost_usd: float = 0.0  # what the call cost (API teachers); local generation is free
@@ -43,17 +47,21 @@ class _StepRecorder(LogitsProcessor):
     of other processors, so the scores it sees are the model's raw logits.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, top_k: int = 0) -> None:
         self.prev: torch.Tensor | None = None
         self.logprobs: list[torch.Tensor] = []
         self.margins: list[torch.Tensor] = []
+        self.top_k = top_k
+        self.tops: list[tuple[torch.Tensor, torch.Tensor]] = []  # per step: (values, ids), batch x k
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.prev is not None:  # the token chosen last step is now the last input id
             self.logprobs.append(self.prev.gather(1, input_ids[:, -1:]).squeeze(1))
         lp = torch.log_softmax(scores.float(), dim=-1)
-        top2 = lp.topk(2, dim=-1).values
-        self.margins.append(top2[:, 0] - top2[:, 1])
+        top = lp.topk(max(2, self.top_k), dim=-1)
+        self.margins.append(top.values[:, 0] - top.values[:, 1])
+        if self.top_k:
+            self.tops.append((top.values[:, :self.top_k], top.indices[:, :self.top_k]))
         self.prev = lp
         return scores
 
@@ -66,6 +74,10 @@ class _StepRecorder(LogitsProcessor):
             empty: list[list[float]] = [[] for _ in range(new_tokens.shape[0])]
             return empty, [[] for _ in range(new_tokens.shape[0])]
         return torch.stack(self.logprobs, 1).tolist(), torch.stack(self.margins, 1).tolist()
+
+    def top_alternatives(self, row: int) -> list[list[tuple[int, float]]]:
+        """The top-k (token id, log-prob) pairs at every step of one row (empty unless top_k > 0)."""
+        return [list(zip(ids[row].tolist(), vals[row].tolist())) for vals, ids in self.tops]
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -148,6 +160,7 @@ class LocalGenerator:
         stop: list[str] | None = None,
         seed: int = 0,
         progress: str | None = None,
+        top_k: int = 0,
     ) -> list[list[Generation]]:
         """Generate `num_samples` completions per rendered prompt; returns one list per prompt."""
         greedy = temperature <= 0.0
@@ -166,7 +179,7 @@ class LocalGenerator:
             for b, start in enumerate(range(0, len(items), self.batch_size)):
                 batch = items[start : start + self.batch_size]
                 gens = self._generate_batch(
-                    [encoded[i] for i, _ in batch], max_new_tokens, temperature, stops, seed * 1_000_003 + b
+                    [encoded[i] for i, _ in batch], max_new_tokens, temperature, stops, seed * 1_000_003 + b, top_k
                 )
                 for (i, s), g in zip(batch, gens):
                     results[i][s] = g
@@ -178,11 +191,12 @@ class LocalGenerator:
         return results  # type: ignore[return-value]
 
     def _generate_batch(
-        self, seqs: list[list[int]], max_new_tokens: int, temperature: float, stops: list[str], seed: int
+        self, seqs: list[list[int]], max_new_tokens: int, temperature: float, stops: list[str], seed: int,
+        top_k: int = 0,
     ) -> list[Generation]:
         ids, mask = self._left_pad(seqs)
         prompt_len = ids.shape[1]
-        recorder = _StepRecorder()
+        recorder = _StepRecorder(top_k)
         criteria = StoppingCriteriaList([_StopOnStrings(self.tokenizer, stops, prompt_len)] if stops else [])
         sampling = temperature > 0.0
         options: dict[str, Any] = dict(do_sample=sampling, max_new_tokens=max_new_tokens)
@@ -204,10 +218,15 @@ class LocalGenerator:
             )
         new_tokens = out[:, prompt_len:]
         logprobs, margins = recorder.finish(new_tokens)
-        return [
+        gens = [
             self._finish_row(new_tokens[row].tolist(), len(seqs[row]), logprobs[row], margins[row], stops)
             for row in range(len(seqs))
         ]
+        for row, gen in enumerate(gens):
+            gen.token_ids = new_tokens[row, : gen.completion_tokens].tolist()
+            if top_k:
+                gen.top_logprobs = recorder.top_alternatives(row)[: gen.completion_tokens]
+        return gens
 
     def _finish_row(
         self, ids: list[int], prompt_tokens: int, logprobs: list[float], margins: list[float], stops: list[str]

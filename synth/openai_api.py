@@ -26,6 +26,14 @@ class Reply:
     finish_reason: str
     tokens: list[str] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    # Per token, the model's most likely (token, log-prob) alternatives, best first (empty for echo).
+    top: list[list[tuple[str, float]]] = field(default_factory=list)
+
+    def alternatives(self, k: int, n: int) -> list[tuple[str, float]]:
+        """The top-n alternatives at token k; the chosen token alone when none were recorded."""
+        if n <= 0:
+            return []
+        return self.top[k][:n] if k < len(self.top) else [(self.tokens[k], self.logprobs[k])]
 
     @property
     def completion_tokens(self) -> int:
@@ -147,11 +155,9 @@ def _token_entry(token: str, logprob: float) -> dict[str, Any]:
 
 
 def _chat_logprobs(reply: Reply, top_n: int) -> dict[str, Any]:
-    # The generator records only the chosen token's log-prob (plus a top-2 margin without the
-    # runner-up's identity), so top_logprobs lists just the chosen token whatever top_n asks.
     content = [
-        {**_token_entry(t, lp), "top_logprobs": [_token_entry(t, lp)] if top_n else []}
-        for t, lp in zip(reply.tokens, reply.logprobs)
+        {**_token_entry(t, lp), "top_logprobs": [_token_entry(*a) for a in reply.alternatives(k, top_n)]}
+        for k, (t, lp) in enumerate(zip(reply.tokens, reply.logprobs))
     ]
     return {"content": content, "refusal": None}
 
@@ -161,7 +167,7 @@ def _completion_logprobs(reply: Reply, top_n: int) -> dict[str, Any]:
     for t in reply.tokens:
         offsets.append(pos)
         pos += len(t)
-    top = [{t: lp} for t, lp in zip(reply.tokens, reply.logprobs)] if top_n else None
+    top = [dict(reply.alternatives(k, top_n)) for k in range(len(reply.tokens))] if top_n else None
     return {"tokens": reply.tokens, "token_logprobs": reply.logprobs, "top_logprobs": top, "text_offset": offsets}
 
 

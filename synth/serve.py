@@ -11,7 +11,8 @@ example:
   #           model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Hi"}])
   distill serve --model echo --faults "429@1,3;500@2"   # no model: replies "echo: <first 8 words>"
 
-Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health.
+Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health, and the
+Batch API (/v1/files, /v1/batches: synth/batch_server.py).
 Greedy answers do not depend on which requests share a batch; sampled ones (temperature > 0)
 do, because the generator seeds each batch, not each row. A request without a seed uses --seed.
 Unknown request fields (top_p, user, ...) are ignored, as most compatible servers do; streaming
@@ -35,6 +36,7 @@ from typing import Any, Iterator
 from aiohttp import web
 
 from distill.errors import DistillError
+from synth import batch_server
 from synth import faults as fault_kinds
 from synth import openai_api
 from synth.faults import FaultPlan, parse_faults
@@ -80,18 +82,14 @@ class _Job:
     future: asyncio.Future[list[Reply]]
 
 
+# OpenAI's API allows up to 20 alternatives per token; record them all, serve what is asked.
+MAX_TOP_LOGPROBS = 20
+
+
 def _load_generator(model: str, batch_size: int) -> Any:
     from synth.local import LocalGenerator  # torch loads only when a real model is served
 
-    class ServingGenerator(LocalGenerator):
-        """Keeps each completion's token ids, which OpenAI-style logprobs need as token strings."""
-
-        def _finish_row(self, ids: list[int], *rest: Any) -> Any:
-            gen = super()._finish_row(ids, *rest)
-            gen.token_ids = ids[: gen.completion_tokens]  # the kept tokens, after eos / stop cuts
-            return gen
-
-    return ServingGenerator(model, batch_size=batch_size)
+    return LocalGenerator(model, batch_size=batch_size)
 
 
 class _ModelBackend:
@@ -166,18 +164,18 @@ class _ModelBackend:
     def _generate(self, prompts: list[str], params: GenParams) -> list[list[Reply]]:
         g = self.generator
         out = g.generate(prompts, max_new_tokens=params.max_tokens, temperature=params.temperature,
-                         num_samples=params.n, stop=list(params.stop) or None, seed=params.seed)
+                         num_samples=params.n, stop=list(params.stop) or None, seed=params.seed,
+                         top_k=MAX_TOP_LOGPROBS)
         return [[self._reply(gen) for gen in row] for row in out]
 
     def _reply(self, gen: Any) -> Reply:
         tok = self.generator.tokenizer
-        ids = getattr(gen, "token_ids", None)
-        if ids is None:  # fallback should synth.local stop calling _finish_row: re-tokenize the text
-            ids = tok(gen.text, add_special_tokens=False)["input_ids"][: gen.completion_tokens]
+        ids = gen.token_ids
         # Decoded one by one, a token holding part of a multi-byte character becomes U+FFFD, so
         # its `bytes` are the replacement character's rather than the raw bytes.
         tokens = [tok.decode([i]) for i in ids]
-        return Reply(gen.text, gen.prompt_tokens, gen.finish_reason, tokens, list(gen.token_logprobs[: len(ids)]))
+        top = [[(tok.decode([i]), lp) for i, lp in step] for step in gen.top_logprobs]
+        return Reply(gen.text, gen.prompt_tokens, gen.finish_reason, tokens, list(gen.token_logprobs[: len(ids)]), top)
 
     def close(self) -> None:
         if self.task is not None:
@@ -231,6 +229,7 @@ class _Server:
         app = web.Application(client_max_size=64 * 2**20)  # long few-shot prompts exceed aiohttp's 1 MiB
         app.add_routes([web.get("/v1/models", self.models), web.get("/health", self.health),
                         web.post("/v1/chat/completions", self.chat), web.post("/v1/completions", self.completions)])
+        self.batches = batch_server.mount(app, self)  # files + batches, run on this server's backend
         # access_log=None: no request lines at all, so no header or key can reach a log.
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()

@@ -176,3 +176,13 @@ def test_smollm_answers_a_chat_message(shared_cache):
     answer = out[0][0]
     assert "Paris" in answer.text and answer.finish_reason == "stop"  # ends its turn with <|im_end|>
     assert "<|im_end|>" not in answer.text
+
+
+def test_top_k_alternatives_hold_the_chosen_token_under_greedy(gen):
+    [[out]] = gen.generate([gen.render("hello there")], max_new_tokens=6, top_k=3)
+    assert len(out.top_logprobs) == out.completion_tokens == len(out.token_ids) > 0
+    for chosen, alternatives, lp in zip(out.token_ids, out.top_logprobs, out.token_logprobs):
+        ids = [i for i, _ in alternatives]
+        assert len(alternatives) == 3 and ids[0] == chosen  # greedy picks the top-1 token
+        assert abs(alternatives[0][1] - lp) < 1e-5
+        assert [v for _, v in alternatives] == sorted((v for _, v in alternatives), reverse=True)

@@ -91,6 +91,9 @@ def test_openai_client_gets_a_real_completion(tiny):
     assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
     assert len(choice.logprobs.content) == out.usage.completion_tokens
     assert all(t.logprob <= 0 and t.top_logprobs[0].token == t.token for t in choice.logprobs.content)
+    # Real alternatives from the model, best first: two per token, the runner-up less likely.
+    assert all(len(t.top_logprobs) == 2 and t.top_logprobs[1].logprob <= t.top_logprobs[0].logprob
+               for t in choice.logprobs.content)
     text = client.completions.create(model="tiny-random", prompt="12 + 7 =", max_tokens=4, temperature=0, logprobs=1)
     assert text.choices[0].text and len(text.choices[0].logprobs.token_logprobs) == text.usage.completion_tokens
 
