@@ -244,6 +244,15 @@ class Store:
             sql, args = sql + " AND p.pool = ?", args + [pool]
         return self._dicts(sql + " ORDER BY s.id", args)
 
+    def submitted_requests(self, model: str, batch_id: str | None = None) -> list[dict]:
+        """A model's requests sent in a provider batch and not yet collected (oldest first)."""
+        sql = ("SELECT key, model, prompt_id, template_hash, params, params_hash, sample_index, purpose, rendered, "
+               "extra, run_id FROM requests WHERE model = ? AND status = 'submitted'")
+        args = [model]
+        if batch_id is not None:
+            sql, args = sql + " AND extra->>'batch_id' = ?", args + [batch_id]
+        return self._dicts(sql + " ORDER BY created_at, key", args)
+
     def token_totals(self, run_id: str | None = None) -> dict[str, dict]:
         sql = ("SELECT model, count(*) AS n, sum(prompt_tokens) AS prompt_tokens, "
                "sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd FROM requests"
@@ -341,6 +350,14 @@ class Store:
                              [eval_id, run_id, task, split, _json(config), _json(metrics), report_path])
             self.con.execute("DELETE FROM eval_predictions WHERE eval_id = ?", [eval_id])
             self._insert("eval_predictions", predictions)
+
+    def eval_list(self) -> list[dict]:
+        return self._dicts("SELECT id, task, report_path FROM evals ORDER BY created_at")
+
+    def counts_by(self, table: str, column: str, extra: str = "") -> dict[str, dict]:
+        """Row counts grouped by one column (kind of sample, pair strategy, ...), for summaries."""
+        rows = self._dicts(f"SELECT {column} AS k, count(*) AS n {extra} FROM {table} GROUP BY 1 ORDER BY 1")
+        return {r.pop("k"): r for r in rows}
 
     # -- helpers ------------------------------------------------------------------------
     def count(self, table: str, where: str = "", args: list | None = None) -> int:

@@ -63,7 +63,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     price = _price(args.price) if args.price else None
     teacher = get_teacher(args.teacher, args.batch_size, api_base=args.api_base, api_key_env=args.api_key_env,
                           price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
-                          max_budget_usd=args.max_budget_usd) if args.teacher else None
+                          max_budget_usd=args.max_budget_usd, batch=args.batch or None,
+                          poll_s=args.batch_poll_s) if args.teacher else None
     with Store(args.store) as store:
         run_id = store.start_run("synth", {k: v for k, v in vars(args).items() if k != "func"})
         print(json.dumps(run_synth_kind(store, teacher, args, run_id), indent=1))
@@ -172,7 +173,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     with Store(args.store, read_only=True) as store:
         for run in store.runs():
             print(f"{run['id']:<40} {run['status']:<8} {run['timings'] or ''}")
-        for ev in store.query("SELECT id, task, report_path FROM evals ORDER BY created_at"):
+        for ev in store.eval_list():
             print(f"eval {ev['id']} on {ev['task']}: {ev['report_path']}")
         counts = {t: store.count(t) for t in ("prompts", "requests", "samples", "verdicts", "dedup", "evals")}
         print("rows: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--rpm", type=float, help="requests per minute")
     api.add_argument("--tpm", type=float, help="input+output tokens per minute")
     api.add_argument("--max-budget-usd", type=float, help="stop before spending more than this")
+    api.add_argument("--batch", action="store_true", help="use the provider's batch API (resumable, per-request status)")
+    api.add_argument("--batch-poll-s", type=float, help="seconds between batch status polls (default 30)")
     p.set_defaults(func=cmd_synth)
 
     p = _sub(subs, "pairs", "build preference pairs and export TRL prompt/chosen/rejected JSONL",

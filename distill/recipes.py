@@ -69,10 +69,8 @@ def run_signals_recipe(out: str | Path, task: str = "bigbench:strategyqa", teach
         from curation.verify import verify_tool_samples
         results["verify tools"] = {p: verify_tool_samples(store, p, run_id) for p in ("arithmetic", "bfcl-simple")}
         results["exports"] = _exports(store, pool, out)
-        counts = store.query("SELECT kind, count(*) AS n, count(answer) AS answered FROM samples GROUP BY 1 ORDER BY 1")
-        results["samples by kind"] = {r["kind"]: {"n": r["n"], "answered": r["answered"]} for r in counts}
-        results["pairs by strategy"] = {r["strategy"]: r["n"] for r in store.query(
-            "SELECT strategy, count(*) AS n FROM pairs GROUP BY 1 ORDER BY 1")}
+        results["samples by kind"] = store.counts_by("samples", "kind", ", count(answer) AS answered")
+        results["pairs by strategy"] = {k: v["n"] for k, v in store.counts_by("pairs", "strategy").items()}
         store.finish_run(run_id, "done", {"seconds": round(time.perf_counter() - began, 1)})
     return results
 

@@ -43,6 +43,11 @@ def _error_body(status: int, message: str, param: str | None = None, code: str |
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
+def _line_error(code: str, message: str, line: int | None = None, param: str | None = None) -> dict[str, Any]:
+    """One entry of a failed batch's `errors.data`."""
+    return {"code": code, "message": message, "line": line, "param": param}
+
+
 def _not_found(what: str, ident: str) -> web.Response:
     return web.json_response(_error_body(404, f"No {what} found with id '{ident}'."), status=404)
 
@@ -130,7 +135,7 @@ class BatchService:
         return web.json_response(batch)
 
     async def list(self, request: web.Request) -> web.Response:
-        data = sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
+        data = list(reversed(self.batches.values()))  # newest first, as OpenAI lists them
         return web.json_response({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                                   "last_id": data[-1]["id"] if data else None, "has_more": False})
 
@@ -157,23 +162,30 @@ class BatchService:
             try:
                 line = json.loads(text)
             except ValueError:
-                errors.append({"code": "invalid_json_line", "message": "not valid JSON", "line": n, "param": None})
+                errors.append(_line_error("invalid_json_line", "not valid JSON", n))
                 continue
             cid = line.get("custom_id") if isinstance(line, dict) else None
             if not isinstance(cid, str) or cid in seen:
-                errors.append({"code": "duplicate_custom_id" if cid in seen else "missing_custom_id",
-                               "message": "each line needs a unique string custom_id", "line": n, "param": "custom_id"})
+                errors.append(_line_error("duplicate_custom_id" if cid in seen else "missing_custom_id",
+                                          "each line needs a unique string custom_id", n, "custom_id"))
             elif line.get("method") != "POST" or line.get("url") != ENDPOINT or not isinstance(line.get("body"), dict):
-                errors.append({"code": "invalid_request", "line": n, "param": "url",
-                               "message": f"each line must POST a JSON body to {ENDPOINT}"})
+                errors.append(_line_error("invalid_request", f"each line must POST a JSON body to {ENDPOINT}",
+                                          n, "url"))
             else:
                 seen.add(cid)
                 lines.append(line)
         if not lines and not errors:
-            errors.append({"code": "empty_file", "message": "the input file has no requests", "line": None, "param": None})
+            errors.append(_line_error("empty_file", "the input file has no requests"))
         return lines, errors
 
     async def _process(self, batch: dict[str, Any]) -> None:
+        try:
+            await self._run(batch)
+        except Exception as exc:  # a bug or a backend crash must not leave the batch in progress forever
+            error = _line_error("server_error", f"{type(exc).__name__}: {exc}"[:500])
+            batch.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": [error]})
+
+    async def _run(self, batch: dict[str, Any]) -> None:
         lines, errors = self._parse(self.files[batch["input_file_id"]]["_content"])
         if errors:
             batch.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": errors[:100]})
@@ -191,16 +203,14 @@ class BatchService:
             async with slots:
                 if batch["status"] == "cancelling":
                     return
-                outputs[i] = await self._line(lines[i], indices[i])
-                batch["request_counts"]["completed" if outputs[i]["error"] is None
-                                         and outputs[i]["response"]["status_code"] == 200 else "failed"] += 1
+                outputs[i] = out = await self._line(lines[i], indices[i])
+                batch["request_counts"]["completed" if _ok(out) else "failed"] += 1
 
         await asyncio.gather(*(one(i) for i in range(len(lines))))
         done = [o for o in outputs if o is not None]
         cancelled = batch["status"] == "cancelling"
         batch.update(status="finalizing", finalizing_at=int(time.time()))
-        ok = [o for o in done if o["error"] is None and o["response"]["status_code"] == 200]
-        failed = [o for o in done if o not in ok]
+        ok, failed = [o for o in done if _ok(o)], [o for o in done if not _ok(o)]
         if ok:
             batch["output_file_id"] = self._add_file(_jsonl(ok), "batch_output.jsonl", "batch_output")["id"]
         if failed:
@@ -233,6 +243,11 @@ class BatchService:
             body = text[: len(text) // 2]  # type: ignore[assignment]
         out["response"] = {"status_code": 200, "request_id": request_id, "body": body}
         return out
+
+
+def _ok(out: dict[str, Any]) -> bool:
+    """Whether a result line goes to the output file (a 200) rather than the error file."""
+    return out["error"] is None and out["response"]["status_code"] == 200
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:

@@ -60,9 +60,15 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
                  chunk_size: int = 16, label: str = "") -> dict[str, dict]:
     """Generate what the cache lacks; return every job's request rows keyed by request key."""
     if hasattr(teacher, "agenerate"):  # API teachers: async, rate-limited, retried (synth.api_engine)
+        options = dict(getattr(teacher, "run_options", {}))
+        batch = {k: options.pop(k) for k in ("batch", "poll_s", "max_wait_s") if k in options}
+        if batch.pop("batch", False):  # the provider's batch API: cheaper, slower, same contract
+            from synth.batch_api import run_batch
+            return run_batch(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
+                             postprocess=postprocess, label=label, **batch)
         from synth.api_engine import run_api_requests
         return run_api_requests(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
-                                postprocess=postprocess, label=label, **getattr(teacher, "run_options", {}))
+                                postprocess=postprocess, label=label, **options)
     keys = {(j.prompt_id, j.rendered, i): request_key(teacher.name, j.rendered, params, i)
             for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(keys.values()))

@@ -63,3 +63,21 @@ def test_real_model_behind_distill_serve_through_litellm(store, pool, monkeypatc
         generate_traces(store, teacher, pool, CotParams(num_samples=1, max_new_tokens=32), run_id="r", limit=4)
     samples = store.samples(kind="cot", pool=pool)
     assert len(samples) == 4 and all(s["reasoning"] for s in samples)
+
+
+def test_cli_synth_through_the_batch_api(tmp_path, rows, tiny_cache, monkeypatch, capfd):
+    store_path = tmp_path / "s.duckdb"
+    with Store(store_path) as store:
+        store.add_prompts(rows, "yesno")
+    monkeypatch.setenv("MY_TEACHER_KEY", SECRET)
+    args = ["synth", "--store", str(store_path), "--pool", "yesno", "--teacher", "api:openai/echo",
+            "--api-key-env", "MY_TEACHER_KEY", "--samples", "1", "--max-new-tokens", "8", "--limit", "5",
+            "--batch", "--batch-poll-s", "0.1"]
+    with start_server("echo") as server:
+        assert main(args + ["--api-base", server.url]) == 0
+        assert main(args + ["--api-base", server.url]) == 0  # everything done: nothing resubmitted
+    err = capfd.readouterr().err
+    assert "submitted 5 request(s) in 1 batch(es)" in err and "submitted 0 request(s)" in err
+    with Store(store_path, read_only=True) as store:
+        assert store.count("requests", "status = 'done'") == 5 and store.count("samples") == 5
+    assert SECRET not in _dump_text(store_path) + err
