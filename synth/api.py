@@ -15,6 +15,8 @@ import json
 import os
 import re
 import time
+import urllib.parse
+import urllib.request
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator, Sequence
 
@@ -153,6 +155,18 @@ def _status_error(status: int, body: bytes, headers: Any, secret: str | None) ->
     return ApiError("server_error", message, status=status)
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy that HTTP(S)_PROXY / NO_PROXY pick for `url`, as for litellm's httpx client.
+
+    Looked up once per session: aiohttp's own trust_env=True repeats the lookup (and a ~/.netrc
+    read) on a thread for every request, which more than tripled the CPU a call costs.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def split_reasoning(content: str | None, reasoning: str | None = None,
                     thinking_blocks: Sequence[Any] | None = None) -> tuple[str, str | None]:
     """(answer text, reasoning) from any of the three ways providers return thinking.
@@ -203,6 +217,7 @@ class ApiTeacher:
         self._session: aiohttp.ClientSession | None = None  # shared while `session()` is open
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._session_users = 0
+        self._proxy: str | None = None
         self._map_prices: Any = _UNSET  # litellm's price map, looked up once for direct calls
 
     def __repr__(self) -> str:
@@ -281,8 +296,9 @@ class ApiTeacher:
             return
         if self._session is None:
             # limit=0: no pool cap, concurrency is the engine's job (aiohttp's default caps at 100).
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), trust_env=True)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             self._session_loop = asyncio.get_running_loop()
+            self._proxy = _env_proxy(self.api_base)
         self._session_users += 1
         try:
             yield
@@ -323,11 +339,12 @@ class ApiTeacher:
                       stop: Sequence[str] | None, seed: int | None) -> Generation:
         """POST <api_base>/chat/completions ourselves, with the body litellm would send.
 
-        Why not litellm here: it spends about 5 ms of CPU per call (building and validating its
-        request and response objects, logging and cost hooks, its httpx pool), so one core tops
-        out near 200 calls/s; at 256 requests in flight with 0.5 s latency (512/s possible) a
-        run reached 21% of that (bench/RESULTS.md). This POST costs about 0.2 ms. Named
-        providers keep litellm, whose request translation is the point there.
+        Why not litellm here: it spends about 4 ms of CPU per call (building and validating its
+        request and response objects, logging and cost hooks, its httpx client), so one event
+        loop tops out near 250 calls/s; with 256 requests in flight at 0.5 s latency (512/s
+        possible) the engine reached 42% of that through litellm and 95% this way
+        (bench/RESULTS.md). This POST costs about 0.2 ms. Named providers keep litellm, whose
+        request translation is the point there; so does any teacher with `extra_params`.
         """
         secret = self._key.get() or os.environ.get("OPENAI_API_KEY")  # litellm's fallback too
         body: dict[str, Any] = {"model": self.model.split("/", 1)[1], "messages": msgs,
@@ -338,10 +355,11 @@ class ApiTeacher:
             body["seed"] = seed
         headers = {"Authorization": f"Bearer {secret}"} if secret else None
         shared = self._session if self._session_loop is asyncio.get_running_loop() else None
-        session = shared or aiohttp.ClientSession(trust_env=True)
+        session = shared or aiohttp.ClientSession()
+        proxy = self._proxy if shared else _env_proxy(self.api_base)
         try:
             async with session.post(self.api_base.rstrip("/") + "/chat/completions", json=body, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
+                                    proxy=proxy, timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
                 raw = await resp.read()
                 if resp.status != 200:
                     raise _status_error(resp.status, raw, resp.headers, secret)

@@ -232,7 +232,7 @@ class _Run:
             if isinstance(item, _Result):
                 pending.append(item)
             if pending and (item is None or len(pending) >= WRITE_EVERY or time.monotonic() - last >= WRITE_INTERVAL_S):
-                await self.flush(pending)
+                self.flush(pending)
                 bar.update(len(pending))
                 pending, last = [], time.monotonic()
             if time.monotonic() - shown >= WRITE_INTERVAL_S or item is None:
@@ -241,7 +241,7 @@ class _Run:
             if item is None:
                 return
 
-    async def flush(self, batch: list[_Result]) -> None:
+    def flush(self, batch: list[_Result]) -> None:
         requests, samples = [], []
         for res in batch:
             if res.gen is not None:
@@ -255,11 +255,7 @@ class _Run:
             else:
                 self.stats.failed += 1
             requests.append(res.row)
-        # On a thread, so the event loop keeps sending and receiving while DuckDB writes (it
-        # releases the GIL): inline, 158 writes of 10,000 rows stalled every request in flight
-        # for 1.8 s in all (bench/synth_throughput.py, 256 in flight). Nothing else uses the
-        # store during a run, and one write finishes before the next begins.
-        await asyncio.to_thread(self.store.add_requests_and_samples, requests, samples)
+        self.store.add_requests_and_samples(requests, samples)
 
     def _postfix(self, bar: tqdm, elapsed: float) -> None:
         s = self.stats
