@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from pathlib import Path
 
 from distill.errors import DistillError
 
@@ -134,21 +132,12 @@ def cmd_curate(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from train.sft import main as sft_main
-    sft_main(args.rest)
-
-
-def cmd_serve(args: argparse.Namespace) -> None:
-    from synth.serve import main as serve_main
-    code = serve_main(args.rest)
+def cmd_script(args: argparse.Namespace) -> None:
+    """Subcommands that are whole scripts (train.sft, synth.serve, distill.recipes): pass the rest on."""
+    import importlib
+    code = importlib.import_module(args.script).main(args.rest)
     if code:
         raise SystemExit(code)
-
-
-def cmd_recipe(args: argparse.Namespace) -> None:
-    from distill.recipes import main as recipe_main
-    recipe_main(args.rest)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -248,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
              "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20")
     p.add_argument("method", choices=["sft"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m train.<method>")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=cmd_script, script="train.sft")
 
     p = _sub(subs, "eval", "score student, teachers and the cascade on held-out human labels",
              "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m")
@@ -265,13 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "serve", "serve a local model over an OpenAI-compatible /v1/chat/completions endpoint",
              "distill serve --model smollm2-135m-instruct --port 8000")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of synth.serve (--model, --port, ...)")
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_script, script="synth.serve")
 
     p = _sub(subs, "recipe", "run a named recipe end to end (signals: every kind of teacher signal)",
              "distill recipe signals --limit 4 --out runs/signals")
     p.add_argument("name", choices=["signals"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the recipe (--limit, --out, ...)")
-    p.set_defaults(func=cmd_recipe)
+    p.set_defaults(func=cmd_script, script="distill.recipes")
 
     p = _sub(subs, "report", "list runs, evals and row counts of a store", "distill report --store runs/demo/store.duckdb")
     p.add_argument("--store", default=DEFAULT_STORE)

@@ -148,7 +148,6 @@ def judge_pairs(store: Store, judge: Teacher, pool: str, run_id: str, limit: int
         return Job(prompt_id=first["prompt_id"], rendered=rendered, template_hash=t_hash), (first, second)
 
     asks = [ask(a, b) for a, b in groups] + [ask(b, a) for a, b in groups]
-    by_rendered = {job.rendered: pair for job, pair in asks}
 
     def postprocess(job: Job, _i: int, gen: Generation, _key: str) -> tuple[dict, list[dict]]:
         # P("A") from the judge's own distribution over the two letters (text is kept as well).

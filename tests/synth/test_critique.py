@@ -2,7 +2,6 @@ import json
 
 import pytest
 
-from curation.verify import verify_samples
 from synth.cot import CotParams, generate_traces
 from synth.critique import critique_traces, judge_pairs, judge_traces, parse_ratings, revise_traces
 from synth.teachers import ScriptedTeacher

@@ -1,5 +1,4 @@
 """kill -9 in the middle of synthesis, re-run: nothing lost, nothing duplicated, no repeated call."""
-import json
 import os
 import signal
 import subprocess
