@@ -2,8 +2,10 @@
 
 Every stage reads from and writes to one DuckDB file. Rows carry their lineage (run id,
 teacher, template hash, params hash) so any sample joins back to its prompt, its teacher
-request and the run that made it. The schema is versioned: MIGRATIONS is an ordered list
-of plain functions, and the ones already applied are recorded in `schema_migrations`.
+request and the run that made it. The schema is versioned: MIGRATIONS (curation/schema.py)
+is an ordered list of plain functions, and the ones already applied are recorded in
+`schema_migrations`. Queries of the curation stages live in curation/store_queries.py, a
+part of this class kept in its own file for size.
 """
 from __future__ import annotations
 
@@ -13,79 +15,17 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import duckdb
 import pyarrow as pa
 
+from curation.schema import MIGRATIONS
+from curation.store_queries import CurationQueries, _json
 from distill.errors import DistillError
 from prompts.rows import PromptRow
 
-
-def _m001_core(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute("""
-        CREATE TABLE runs (
-            id VARCHAR PRIMARY KEY, stage VARCHAR NOT NULL, config JSON, git_sha VARCHAR,
-            started_at TIMESTAMP DEFAULT current_timestamp, finished_at TIMESTAMP,
-            status VARCHAR DEFAULT 'running', timings JSON)""")
-    con.execute("""
-        CREATE TABLE prompts (
-            id VARCHAR PRIMARY KEY, source VARCHAR, task VARCHAR, pool VARCHAR NOT NULL,
-            input VARCHAR NOT NULL, choices JSON, gold VARCHAR, rationale VARCHAR,
-            split VARCHAR NOT NULL, meta JSON, run_id VARCHAR)""")
-    con.execute("""
-        CREATE TABLE templates (hash VARCHAR PRIMARY KEY, name VARCHAR, text VARCHAR)""")
-    # A request is one paid (or slow) teacher call. Its key hashes model + rendered
-    # messages + generation params + sample index, so a re-run finds finished calls.
-    con.execute("""
-        CREATE TABLE requests (
-            key VARCHAR PRIMARY KEY, model VARCHAR NOT NULL, prompt_id VARCHAR,
-            template_hash VARCHAR, params JSON, params_hash VARCHAR, sample_index INTEGER,
-            purpose VARCHAR, rendered VARCHAR, status VARCHAR, response VARCHAR,
-            prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd DOUBLE,
-            latency_s DOUBLE, finish_reason VARCHAR, error VARCHAR, extra JSON,
-            run_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp)""")
-    con.execute("""
-        CREATE TABLE samples (
-            id VARCHAR PRIMARY KEY, prompt_id VARCHAR NOT NULL, request_key VARCHAR NOT NULL,
-            teacher VARCHAR NOT NULL, kind VARCHAR NOT NULL, reasoning VARCHAR,
-            answer VARCHAR, parse_error VARCHAR, parent_id VARCHAR, run_id VARCHAR)""")
-    con.execute("""
-        CREATE TABLE verdicts (
-            sample_id VARCHAR, verifier VARCHAR, verifier_version VARCHAR, passed BOOLEAN,
-            score DOUBLE, detail VARCHAR, run_id VARCHAR,
-            PRIMARY KEY (sample_id, verifier, verifier_version))""")
-    con.execute("""
-        CREATE TABLE dedup (
-            sample_id VARCHAR, method VARCHAR, cluster_id VARCHAR, keep BOOLEAN,
-            params JSON, run_id VARCHAR, PRIMARY KEY (sample_id, method))""")
-    con.execute("""
-        CREATE TABLE purified (
-            prompt_id VARCHAR, method VARCHAR, sample_id VARCHAR, detail JSON,
-            run_id VARCHAR, PRIMARY KEY (prompt_id, method))""")
-    con.execute("""
-        CREATE TABLE pairs (
-            id VARCHAR PRIMARY KEY, prompt_id VARCHAR, chosen_sample_id VARCHAR,
-            rejected_sample_id VARCHAR, strategy VARCHAR, margin DOUBLE, run_id VARCHAR)""")
-    con.execute("""
-        CREATE TABLE evals (
-            id VARCHAR PRIMARY KEY, run_id VARCHAR, task VARCHAR, split VARCHAR,
-            config JSON, metrics JSON, report_path VARCHAR,
-            created_at TIMESTAMP DEFAULT current_timestamp)""")
-    # One row per (eval, model, prompt): what each model answered on the held-out split.
-    con.execute("""
-        CREATE TABLE eval_predictions (
-            eval_id VARCHAR, model VARCHAR, prompt_id VARCHAR, split VARCHAR,
-            request_key VARCHAR, answer VARCHAR, correct BOOLEAN, confidence DOUBLE,
-            tokens INTEGER, PRIMARY KEY (eval_id, model, prompt_id))""")
-
-
-def _m002_run_summary(con: duckdb.DuckDBPyConnection) -> None:
-    # What a run did, per model: calls, tokens, cost, errors by class (filled by finish_run).
-    con.execute("ALTER TABLE runs ADD COLUMN summary JSON")
-
-
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary]
+__all__ = ["MIGRATIONS", "Store", "git_sha"]
 
 
 def git_sha() -> str | None:
@@ -98,11 +38,9 @@ def git_sha() -> str | None:
         return None
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, sort_keys=True, default=str)
 
 
-class Store:
+class Store(CurationQueries):
     """One DuckDB file. Open it, use it, close it (or use `with Store(path) as store:`)."""
 
     def __init__(self, path: str | Path, read_only: bool = False):
@@ -259,88 +197,6 @@ class Store:
                "sum(completion_tokens) AS completion_tokens, sum(cost_usd) AS cost_usd FROM requests"
                + (" WHERE run_id = ?" if run_id else "") + " GROUP BY model ORDER BY model")
         return {r["model"]: r for r in self._dicts(sql, [run_id] if run_id else [])}
-
-    # -- curation results ---------------------------------------------------------------
-    def verified_keys(self, verifier: str, version: str) -> set[str]:
-        rows = self.con.execute("SELECT sample_id FROM verdicts WHERE verifier = ? AND verifier_version = ?",
-                                [verifier, version]).fetchall()
-        return {r[0] for r in rows}
-
-    def add_verdicts(self, rows: list[dict]) -> None:
-        with self.transaction():
-            self._insert("verdicts", rows, or_replace=True)
-
-    def replace_dedup(self, method: str, rows: list[dict]) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM dedup WHERE method = ?", [method])
-            self._insert("dedup", rows)
-
-    def replace_purified(self, method: str, rows: list[dict]) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM purified WHERE method = ?", [method])
-            self._insert("purified", rows)
-
-    def curated_samples(self, pool: str, verifier: str) -> list[dict]:
-        """Samples of a pool with their verdict and whether every dedup method kept them."""
-        return self._dicts("""
-            SELECT s.*, p.split, p.input, p.choices, r.completion_tokens, v.passed, v.score,
-                   coalesce(bool_and(d.keep), TRUE) AS kept
-            FROM samples s JOIN prompts p ON p.id = s.prompt_id
-            JOIN requests r ON r.key = s.request_key
-            LEFT JOIN verdicts v ON v.sample_id = s.id AND v.verifier = ?
-            LEFT JOIN dedup d ON d.sample_id = s.id
-            WHERE p.pool = ? AND s.kind = 'cot'
-            GROUP BY ALL ORDER BY s.id""", [verifier, pool])
-
-    def replace_pairs(self, strategy: str, pool: str, rows: list[dict]) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM pairs WHERE strategy = ? AND prompt_id IN "
-                             "(SELECT id FROM prompts WHERE pool = ?)", [strategy, pool])
-            self._insert("pairs", rows)
-
-    def pairs_for_export(self, pool: str, strategy: str) -> list[dict]:
-        """Pairs with both texts, train split only: test rows never reach training."""
-        return self._dicts("""
-            SELECT x.id, x.margin, p.id AS prompt_id, p.input, p.choices, p.split,
-                   c.reasoning AS chosen_reasoning, c.answer AS chosen_answer, c.teacher AS chosen_teacher,
-                   r.reasoning AS rejected_reasoning, r.answer AS rejected_answer, r.teacher AS rejected_teacher
-            FROM pairs x JOIN prompts p ON p.id = x.prompt_id
-            JOIN samples c ON c.id = x.chosen_sample_id JOIN samples r ON r.id = x.rejected_sample_id
-            WHERE x.strategy = ? AND p.pool = ? AND p.split = 'train' ORDER BY x.id""", [strategy, pool])
-
-    def scored_samples(self, pool: str, kinds: tuple[str, ...], verifier_prefix: str) -> list[dict]:
-        """Samples of given kinds with their mean score over verdicts whose verifier starts with a prefix."""
-        marks = ", ".join("?" * len(kinds))
-        return self._dicts(f"""
-            SELECT s.*, p.split, p.input, p.choices, p.gold, avg(v.score) AS score, bool_or(v.passed) AS passed
-            FROM samples s JOIN prompts p ON p.id = s.prompt_id
-            LEFT JOIN verdicts v ON v.sample_id = s.id AND starts_with(v.verifier, ?)
-            WHERE p.pool = ? AND s.kind IN ({marks}) GROUP BY ALL ORDER BY s.id""",
-            [verifier_prefix, pool, *kinds])
-
-    def train_samples_of_kind(self, pool: str, kind: str) -> list[dict]:
-        return self._dicts("SELECT s.*, p.input, p.gold, p.choices FROM samples s JOIN prompts p ON p.id = s.prompt_id "
-                           "WHERE p.pool = ? AND p.split = 'train' AND s.kind = ? ORDER BY s.id", [pool, kind])
-
-    def samples_by_id(self, ids: list[str]) -> dict[str, dict]:
-        if not ids:
-            return {}
-        marks = ", ".join("?" * len(ids))
-        rows = self._dicts(f"SELECT s.*, p.input, p.choices, p.gold, p.split FROM samples s "
-                           f"JOIN prompts p ON p.id = s.prompt_id WHERE s.id IN ({marks})", ids)
-        return {r["id"]: r for r in rows}
-
-    def add_samples(self, rows: list[dict]) -> None:
-        with self.transaction():
-            self._insert("samples", rows, or_replace=True)
-
-    def purified_traces(self, pool: str, method: str) -> list[dict]:
-        """The selected trace per prompt, train split only: test rows never reach training."""
-        return self._dicts("""
-            SELECT p.id AS prompt_id, p.input, p.choices, p.split, s.id AS sample_id,
-                   s.teacher, s.reasoning, s.answer
-            FROM purified u JOIN samples s ON s.id = u.sample_id JOIN prompts p ON p.id = u.prompt_id
-            WHERE u.method = ? AND p.pool = ? AND p.split = 'train' ORDER BY p.id""", [method, pool])
 
     # -- evals --------------------------------------------------------------------------
     def add_eval(self, eval_id: str, run_id: str, task: str, split: str, config: dict,
