@@ -1,38 +1,45 @@
-"""Exact and MinHash near-duplicate detection over traces (datasketch), with clusters.
+"""Incremental exact + MinHash/LSH dedup of a pool's samples, with best-kept clusters.
 
-Within a cluster the kept member is the best one (verified first, then shortest), not the
-first seen. Parameters are recorded with every row so a dedup run can be reproduced.
+Why not datasketch's `MinHashLSH` (what distilabel's `MinHashDedup` wraps): its index lives in
+memory and is wiped every run, and its signatures are built one Python call per document. Here
+signatures come from curation/minhash.py (vectorised) and both signatures and LSH band hashes
+persist in the store, so a new batch is checked against everything already indexed and a re-run
+on an unchanged store does nothing. Duplicates are judged within a scope (the prompt, for
+traces: the same reasoning for two different questions is fine).
+
+Within a cluster the kept member is the best one — verified first, then the higher judge
+score, then the shorter text — not the first seen. Every dedup row records its parameters.
 """
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
-import datasketch
-from datasketch import MinHash, MinHashLSH
+import numpy as np
 
+from curation.minhash import MinHashParams, band_hashes, normalise, signatures
 from curation.store import Store
 from curation.verify import VERIFIER
+
+TEXT_KINDS = ("cot", "revision", "aggregate", "tool_trajectory", "tool_call", "critique")
 
 
 @dataclass(frozen=True)
 class DedupParams:
-    shingle_words: int = 3
-    num_perm: int = 128
-    threshold: float = 0.8
-    seed: int = 1
+    minhash: MinHashParams = field(default_factory=lambda: MinHashParams(ngram=3, threshold=0.8))
+    scope: str = "prompt"  # "prompt": duplicates share a prompt; "pool": anywhere in the pool
+    kinds: tuple[str, ...] = TEXT_KINDS
+
+    def record(self) -> dict:
+        return dict(self.minhash.as_record(), scope=self.scope, kinds=list(self.kinds))
+
+    def hash(self) -> str:
+        import json
+        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def normalise(text: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
-
-
-def shingles(text: str, n: int) -> set[bytes]:
-    words = normalise(text).split()
-    if len(words) < n:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
+def sample_text(s: dict) -> str:
+    return f"{s['reasoning'] or ''}\nAnswer: {s['answer'] or ''}"
 
 
 class _Clusters:
@@ -52,51 +59,79 @@ class _Clusters:
         self.parent[self.find(a)] = self.find(b)
 
 
-def _text(s: dict) -> str:
-    # Duplicates are judged per prompt: the same reasoning for two different questions is fine.
-    return f"{s['reasoning'] or ''}\nAnswer: {s['answer'] or ''}"
+def best_first(s: dict) -> tuple:
+    """Sort key: verified, then higher judge score, then shorter text, then id (stable)."""
+    return (not s.get("passed"), -(s.get("judge_score") or 0.0), len(sample_text(s)), s["id"])
 
 
-def _best_first(s: dict) -> tuple:
-    return (not s["passed"], s["completion_tokens"] or 0, s["id"])
-
-
-def _write(store: Store, method: str, samples: list[dict], clusters: _Clusters, params: dict,
-           run_id: str) -> int:
+def _cluster_rows(method: str, pairs: list[tuple[str, str]], existing: dict[str, str], info: dict[str, dict],
+                  params: dict, run_id: str) -> list[dict]:
+    """Rows for every cluster touched by `pairs` (new samples joined to old clusters)."""
+    uf = _Clusters()
+    for sid, cid in existing.items():  # old clusters stay as they were
+        uf.union(sid, cid)
+    for a, b in pairs:
+        uf.union(a, b)
+    touched = {uf.find(x) for pair in pairs for x in pair}
+    touched |= {uf.find(x) for x in info if x not in existing}
     groups: dict[str, list[dict]] = {}
-    for s in samples:
-        groups.setdefault(clusters.find(s["id"]), []).append(s)
+    for sid in info:
+        root = uf.find(sid)
+        if root in touched:
+            groups.setdefault(root, []).append(info[sid])
     rows = []
     for members in groups.values():
-        members.sort(key=_best_first)
-        cluster_id = "c" + members[0]["id"][1:17]
-        rows += [dict(sample_id=m["id"], method=method, cluster_id=cluster_id, keep=(i == 0),
-                      params=params, run_id=run_id) for i, m in enumerate(members)]
-    store.replace_dedup(method, rows)
-    return sum(1 for r in rows if not r["keep"])
+        members.sort(key=best_first)
+        cluster_id = "c" + min(m["id"] for m in members)[1:17]
+        rows += [dict(sample_id=m["id"], method=method, cluster_id=cluster_id, keep=(i == 0), params=params,
+                      run_id=run_id) for i, m in enumerate(members)]
+    return rows
 
 
-def dedup_samples(store: Store, pool: str, run_id: str, params: DedupParams = DedupParams()) -> dict:
-    """Exact then MinHash dedup of a pool's traces; returns how many each method dropped."""
-    samples = [s for s in store.curated_samples(pool, VERIFIER)]
-    exact = _Clusters()
-    first_by_hash: dict[tuple, str] = {}
-    for s in samples:
-        h = (s["prompt_id"], hashlib.sha256(normalise(_text(s)).encode()).hexdigest())
-        exact.union(s["id"], first_by_hash.setdefault(h, s["id"]))
-    dropped_exact = _write(store, "exact", samples, exact, {"normaliser": "lower-nopunct-ws"}, run_id)
+def dedup_samples(store: Store, pool: str, run_id: str, params: DedupParams = DedupParams(),
+                  verifier: str = VERIFIER) -> dict:
+    """Index the pool's new samples, cluster them against everything indexed; returns counts."""
+    phash = params.hash()
+    record = dict(params.record(), params_hash=phash)
+    samples = store.dedup_samples_info(pool, list(params.kinds), verifier)
+    info = {s["id"]: s for s in samples}
+    indexed = store.dedup_indexed_ids(phash)
+    new = [s for s in samples if s["id"] not in indexed]
+    if not new:
+        dropped = store.dedup_dropped(pool)
+        return {"samples": len(samples), "new": 0, "exact_duplicates": dropped.get("exact", 0),
+                "near_duplicates": dropped.get("minhash", 0)}
+    mp = params.minhash
+    bands, rows = mp.resolved()
+    texts = [normalise(sample_text(s)) for s in new]
+    sigs = signatures(texts, mp)
+    bh = band_hashes(sigs, bands, rows)
+    scope = [s["prompt_id"] if params.scope == "prompt" else pool for s in new]
+    index_rows = [dict(sample_id=s["id"], params_hash=phash, scope=scope[i],
+                       text_hash=hashlib.sha256(texts[i].encode()).hexdigest()[:32],
+                       signature=sigs[i].tobytes(), run_id=run_id) for i, s in enumerate(new)]
+    band_rows = {"params_hash": phash, "scope": np.repeat(scope, bands), "band": np.tile(np.arange(bands), len(new)),
+                 "band_hash": bh.reshape(-1), "sample_id": np.repeat([s["id"] for s in new], bands)}
+    with store.transaction():
+        # Index and cluster rows land together: a kill -9 leaves neither, so a re-run redoes both.
+        store.add_dedup_index(phash, record, index_rows, band_rows)
+        exact_pairs = store.dedup_exact_pairs(phash, [s["id"] for s in new])
+        candidates = store.dedup_band_pairs(phash, [s["id"] for s in new])
+        near_pairs = _verified_pairs(store, phash, candidates, sigs.dtype, mp.threshold)
+        for method, pairs in (("exact", exact_pairs), ("minhash", near_pairs + exact_pairs)):
+            pairs = [(a, b) for a, b in pairs if a in info and b in info]
+            existing = store.dedup_clusters(method, pool)
+            store.upsert_dedup(_cluster_rows(method, pairs, existing, info, record, run_id))
+    dropped = store.dedup_dropped(pool)
+    return {"samples": len(samples), "new": len(new), "exact_duplicates": dropped.get("exact", 0),
+            "near_duplicates": dropped.get("minhash", 0)}
 
-    near = _Clusters()
-    lsh = MinHashLSH(threshold=params.threshold, num_perm=params.num_perm)
-    for s in samples:
-        m = MinHash(num_perm=params.num_perm, seed=params.seed)
-        m.update_batch(list(shingles(_text(s), params.shingle_words)))
-        key = f"{s['prompt_id']}|{s['id']}"
-        for other in lsh.query(m):
-            if other.split("|")[0] == s["prompt_id"]:
-                near.union(s["id"], other.split("|")[1])
-        lsh.insert(key, m)
-        near.find(s["id"])
-    meta = dict(asdict(params), datasketch=datasketch.__version__, scheme="word-shingles+MinHashLSH")
-    dropped_near = _write(store, "minhash", samples, near, meta, run_id)
-    return {"samples": len(samples), "exact_duplicates": dropped_exact, "near_duplicates": dropped_near}
+
+def _verified_pairs(store: Store, phash: str, candidates: list[tuple[str, str]], dtype: np.dtype,
+                    threshold: float) -> list[tuple[str, str]]:
+    """Candidates sharing a band whose estimated Jaccard reaches the threshold (drops LSH false positives)."""
+    if not candidates:
+        return []
+    ids = sorted({x for pair in candidates for x in pair})
+    sig = {k: np.frombuffer(v, dtype=dtype) for k, v in store.dedup_signatures(phash, ids).items()}
+    return [(a, b) for a, b in candidates if float(np.mean(sig[a] == sig[b])) >= threshold]

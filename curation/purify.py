@@ -1,33 +1,196 @@
-"""Per-prompt selection across teachers: verified first, then consensus, then shortest.
+"""Knowledge purification across teachers: pick, per prompt, the answer (and trace) to keep.
 
-This is the simplest knowledge-purification rule (verifier-first selection). Prompts with
-no verified trace get no training example: a wrong rationale teaches the student wrong.
+Methods (`METHODS`), after "Exploring Knowledge Purification in Multi-Teacher Knowledge
+Distillation for LLMs" (which finds the router-based methods generalise best):
+
+    verified_first     a trace that passed the gold verifier, then consensus, then shortest
+                       (needs gold: the default for curating labelled training data)
+    majority           self-consistency vote over every sample's final answer
+    plackett_luce      vote weighted by each teacher's Plackett-Luce worth, fitted from per-prompt
+                       rankings on the fit split (judge scores when present, else verdicts)
+    classifier_router  logistic regression on prompt embeddings predicts P(teacher right); a
+                       log-odds weighted vote of the teachers' answers
+    similarity_router  the same with P from the nearest fit-split prompts' teacher accuracy
+    bandit             a LinUCB contextual bandit learns on the fit split which teacher to trust;
+                       the selected teacher's answer is taken
+    llm_aggregate      a teacher fuses the candidates' rationales into one (curation/aggregate.py)
+
+Only fit-split verdicts (train by default) are used to learn; on other splits the methods see
+no gold. Each purified row records its provenance: candidates, teachers, support, scores.
 """
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
+import numpy as np
+
+from curation.math_answers import answer_key
 from curation.store import Store
 from curation.verify import VERIFIER
+from distill.errors import DistillError
 
 METHOD = "verified_first"
+METHODS = ("verified_first", "majority", "plackett_luce", "classifier_router", "similarity_router", "bandit",
+           "llm_aggregate")
+
+
+@dataclass
+class Candidates:
+    """A pool's kept traces grouped by prompt, with each teacher's self-consistent answer."""
+
+    by_prompt: dict[str, list[dict]]
+    split: dict[str, str]
+    inputs: dict[str, str]
+    teachers: list[str]
+
+    def teacher_answers(self, prompt_id: str) -> list[str | None]:
+        """Per teacher, the answer key most of its samples give (None: no answer)."""
+        out = []
+        for t in self.teachers:
+            keys = [c["key"] for c in self.by_prompt[prompt_id] if c["teacher"] == t and c["key"] is not None]
+            out.append(Counter(keys).most_common(1)[0][0] if keys else None)
+        return out
+
+    def correctness(self, prompt_ids: list[str]) -> np.ndarray:
+        """(n, T) 1/0: is the teacher's self-consistent answer right? NaN: no answer or no verdict."""
+        y = np.full((len(prompt_ids), len(self.teachers)), np.nan)
+        for i, p in enumerate(prompt_ids):
+            for j, key in enumerate(self.teacher_answers(p)):
+                v = [c["passed"] for c in self.by_prompt[p] if c["key"] == key and c["passed"] is not None]
+                if key is not None and v:
+                    y[i, j] = float(any(v))
+        return y
+
+
+def load_candidates(store: Store, pool: str, verifier: str = VERIFIER, kinds: tuple[str, ...] = ("cot",)) -> Candidates:
+    by_prompt: dict[str, list[dict]] = {}
+    split, inputs = {}, {}
+    for s in store.curated_samples(pool, verifier, list(kinds)):
+        if not s["kept"]:
+            continue
+        s["key"] = answer_key(s["answer"]) if s["answer"] is not None else None
+        by_prompt.setdefault(s["prompt_id"], []).append(s)
+        split[s["prompt_id"]], inputs[s["prompt_id"]] = s["split"], s["input"]
+    teachers = sorted({c["teacher"] for cs in by_prompt.values() for c in cs})
+    return Candidates(by_prompt, split, inputs, teachers)
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 0.02, 0.98)
+    return np.log(p / (1 - p))
+
+
+def _weighted_vote(answers: list[str | None], weights: np.ndarray) -> tuple[str | None, dict[str, float]]:
+    tally: dict[str, float] = {}
+    for a, w in zip(answers, weights):
+        if a is not None:
+            tally[a] = tally.get(a, 0.0) + float(w)
+    if not tally:
+        return None, tally
+    return max(sorted(tally), key=lambda a: tally[a]), tally
+
+
+def teacher_scores(cands: Candidates, method: str, fit: list[str], target: list[str], seed: int = 0) -> np.ndarray:
+    """(len(target), T) how much to trust each teacher on each target prompt, learned on `fit`."""
+    from curation import routers
+
+    y = cands.correctness(fit)
+    if np.isnan(y).all():
+        raise DistillError(f"{method} learns from verdicts on the fit split and there are none: run "
+                           "`distill curate` (verify) on a pool with gold answers in its train split first")
+    if method == "plackett_luce":
+        worth = routers.fit_plackett_luce(routers.rankings_from_scores(y), len(cands.teachers))
+        return np.tile(worth / worth.sum(), (len(target), 1))
+    from curation.embed import embed_texts
+
+    x_fit = embed_texts([cands.inputs[p] for p in fit])
+    x_target = embed_texts([cands.inputs[p] for p in target])
+    if method == "classifier_router":
+        return routers.ClassifierRouter().fit(x_fit, y).predict_proba(x_target)
+    if method == "similarity_router":
+        return routers.SimilarityRouter().fit(x_fit, y).predict_proba(x_target)
+    if method == "bandit":
+        return routers.LinUCBSelector(seed=seed).fit(x_fit, y).scores(x_target)
+    raise DistillError(f"unknown purification method {method!r}: choose from {', '.join(METHODS)}")
+
+
+def _representative(members: list[dict], use_gold: bool) -> dict:
+    """The trace to keep for a chosen answer: verified (where gold may be used), judged best, shortest."""
+    return min(members, key=lambda c: ((use_gold and not c["passed"]), -(c.get("judge_score") or 0.0),
+                                       len(c["reasoning"] or ""), c["id"]))
+
+
+def choose(cands: Candidates, method: str, target: list[str], fit: list[str], gold_splits: tuple[str, ...]) -> list[dict]:
+    """One purified row (without run id) per target prompt that has any answer."""
+    scores = None
+    if method in ("plackett_luce", "classifier_router", "similarity_router", "bandit"):
+        scores = teacher_scores(cands, method, fit, target)
+    rows = []
+    for i, p in enumerate(target):
+        members = [c for c in cands.by_prompt[p] if c["key"] is not None]
+        if not members:
+            continue
+        use_gold = cands.split[p] in gold_splits
+        answers = cands.teacher_answers(p)
+        votes = Counter(c["key"] for c in members)
+        detail: dict = {"candidates": len(members), "teachers": sorted({c["teacher"] for c in members}),
+                        "agreement": _agreement(answers)}
+        if method == "verified_first":
+            pick = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
+                                               len(c["reasoning"] or ""), c["id"]))
+            key = pick["key"]
+        elif method == "majority":
+            key = max(sorted(votes), key=lambda k: votes[k])
+            detail["votes"] = dict(votes)
+        elif method == "bandit":
+            order = np.argsort(-scores[i])
+            j = next((j for j in order if answers[j] is not None), None)
+            key = answers[j]
+            detail["selected_teacher"] = cands.teachers[j]
+        else:
+            weights = _log_odds(scores[i]) if method != "plackett_luce" else scores[i]
+            key, tally = _weighted_vote(answers, weights)
+            detail["tally"] = {k: round(v, 4) for k, v in tally.items()}
+        if scores is not None:
+            detail["scores"] = {t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])}
+        pick = _representative([c for c in members if c["key"] == key], use_gold)
+        detail.update(answer_key=key, support=sorted({c["teacher"] for c in members if c["key"] == key}),
+                      chosen_teacher=pick["teacher"], verified=pick["passed"])
+        rows.append(dict(prompt_id=p, method=method, sample_id=pick["id"], detail=detail))
+    return rows
+
+
+def _agreement(answers: list[str | None]) -> float | None:
+    """Share of teacher pairs (both answering) that give the same answer."""
+    given = [a for a in answers if a is not None]
+    pairs = [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]
+    return sum(a == b for a, b in pairs) / len(pairs) if pairs else None
+
+
+def purify(store: Store, pool: str, run_id: str, method: str = METHOD, *, fit_split: str = "train",
+           splits: tuple[str, ...] = ("train",), require_verified: bool = True, verifier: str = VERIFIER,
+           gold_splits: tuple[str, ...] = ("train",), candidates: Candidates | None = None, **options) -> dict:
+    """Write one purified row per prompt of `splits`; returns counts and provenance totals."""
+    if method not in METHODS:
+        raise DistillError(f"unknown purification method {method!r}: choose from {', '.join(METHODS)}")
+    cands = candidates or load_candidates(store, pool, verifier)
+    fit = sorted(p for p, sp in cands.split.items() if sp == fit_split)
+    target = sorted(p for p, sp in cands.split.items() if sp in splits)
+    if method == "llm_aggregate":
+        from curation.aggregate import aggregate
+
+        rows = aggregate(store, pool, cands, target, run_id, verifier=verifier, **options)
+    else:
+        rows = choose(cands, method, target, fit, gold_splits)
+    if require_verified:  # a wrong rationale teaches the student wrong: drop known-wrong picks
+        rows = [r for r in rows if not (cands.split[r["prompt_id"]] in gold_splits and r["detail"]["verified"] is False)]
+    store.replace_purified(method, [dict(r, run_id=run_id) for r in rows], [p for p in target])
+    teachers = Counter(r["detail"]["chosen_teacher"] for r in rows)
+    return {"method": method, "prompts": len(target), "selected": len(rows), "by_teacher": dict(teachers)}
 
 
 def select_traces(store: Store, pool: str, run_id: str, require_verified: bool = True) -> dict:
-    by_prompt: dict[str, list[dict]] = {}
-    for s in store.curated_samples(pool, VERIFIER):
-        if s["split"] == "train" and s["kept"] and s["answer"] is not None:
-            by_prompt.setdefault(s["prompt_id"], []).append(s)
-    rows, teachers = [], Counter()
-    for prompt_id, cands in by_prompt.items():
-        votes = Counter(c["answer"] for c in cands)
-        cands.sort(key=lambda c: (not c["passed"], -votes[c["answer"]], c["completion_tokens"] or 0, c["id"]))
-        best = cands[0]
-        if require_verified and not best["passed"]:
-            continue
-        teachers[best["teacher"]] += 1
-        rows.append(dict(prompt_id=prompt_id, method=METHOD, sample_id=best["id"], run_id=run_id,
-                         detail={"candidates": len(cands), "teachers": sorted({c["teacher"] for c in cands}),
-                                 "agreeing": votes[best["answer"]], "verified": bool(best["passed"])}))
-    store.replace_purified(METHOD, rows)
-    return {"prompts_with_traces": len(by_prompt), "selected": len(rows), "by_teacher": dict(teachers)}
+    """Verifier-first selection on the train split (what the demo trains on)."""
+    out = purify(store, pool, run_id, METHOD, require_verified=require_verified)
+    return {"prompts_with_traces": out["prompts"], "selected": out["selected"], "by_teacher": out["by_teacher"]}

@@ -20,31 +20,118 @@ class CurationQueries:
                                 [verifier, version]).fetchall()
         return {r[0] for r in rows}
 
+    def samples_to_verify(self, pool: str, kinds: list[str], verifier: str, version: str) -> list[dict]:
+        """Samples of the pool without a verdict of this verifier version, with what verifiers need."""
+        return self._dicts("""
+            SELECT s.*, p.input, p.gold, p.choices, p.meta, p.split, r.finish_reason, r.completion_tokens
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id LEFT JOIN requests r ON r.key = s.request_key
+            WHERE p.pool = ? AND s.kind IN (SELECT unnest(?::VARCHAR[]))
+              AND s.id NOT IN (SELECT sample_id FROM verdicts WHERE verifier = ? AND verifier_version = ?)
+            ORDER BY s.id""", [pool, kinds, verifier, version])
+
+    def held_out_texts(self, splits: list[str]) -> list[dict]:
+        """Every prompt of the given splits, in any pool: what training data must not contain."""
+        return self._dicts("SELECT id, input, rationale FROM prompts WHERE split IN (SELECT unnest(?::VARCHAR[])) "
+                           "ORDER BY id", [splits])
+
     def add_verdicts(self, rows: list[dict]) -> None:
         with self.transaction():
             self._insert("verdicts", rows, or_replace=True)
+
+    # -- dedup (callers wrap these in one transaction) -------------------------------------
+    def dedup_samples_info(self, pool: str, kinds: list[str], verifier: str) -> list[dict]:
+        """Samples to dedup with what ranks them: verdict, mean judge score, text."""
+        return self._dicts("""
+            SELECT s.id, s.prompt_id, s.teacher, s.kind, s.reasoning, s.answer, p.split,
+                   bool_or(v.passed) FILTER (WHERE v.verifier = ?) AS passed,
+                   avg(v.score) FILTER (WHERE starts_with(v.verifier, 'judge')) AS judge_score
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id
+            LEFT JOIN verdicts v ON v.sample_id = s.id
+            WHERE p.pool = ? AND s.kind IN (SELECT unnest(?::VARCHAR[]))
+            GROUP BY ALL ORDER BY s.id""", [verifier, pool, kinds])
+
+    def dedup_indexed_ids(self, params_hash: str) -> set[str]:
+        rows = self.con.execute("SELECT sample_id FROM dedup_index WHERE params_hash = ?", [params_hash]).fetchall()
+        return {r[0] for r in rows}
+
+    def add_dedup_index(self, params_hash: str, params: dict, index_rows: list[dict], band_rows: dict) -> None:
+        import pyarrow as pa
+
+        self.con.execute("INSERT OR IGNORE INTO dedup_params VALUES (?, ?)", [params_hash, _json(params)])
+        self._insert("dedup_index", index_rows)
+        n = len(band_rows["sample_id"])
+        bands = pa.table({"params_hash": pa.array([band_rows["params_hash"]] * n),
+                          "scope": pa.array(band_rows["scope"]), "band": pa.array(band_rows["band"], pa.int16()),
+                          "band_hash": pa.array(band_rows["band_hash"], pa.uint64()),
+                          "sample_id": pa.array(band_rows["sample_id"])})
+        self.con.execute("INSERT INTO dedup_bands SELECT * FROM bands")
+
+    def dedup_exact_pairs(self, params_hash: str, new_ids: list[str]) -> list[tuple[str, str]]:
+        """(new sample, other sample) with the same normalised-text hash in the same scope."""
+        return self.con.execute("""
+            SELECT a.sample_id, b.sample_id FROM dedup_index a JOIN dedup_index b
+              ON b.params_hash = a.params_hash AND b.scope = a.scope AND b.text_hash = a.text_hash
+             AND b.sample_id <> a.sample_id
+            WHERE a.params_hash = ? AND a.sample_id IN (SELECT unnest(?::VARCHAR[]))""",
+                                [params_hash, new_ids]).fetchall()
+
+    def dedup_band_pairs(self, params_hash: str, new_ids: list[str]) -> list[tuple[str, str]]:
+        """(new sample, other sample) sharing at least one LSH band hash in the same scope."""
+        return self.con.execute("""
+            SELECT DISTINCT a.sample_id, b.sample_id FROM dedup_bands a JOIN dedup_bands b
+              ON b.params_hash = a.params_hash AND b.band = a.band AND b.band_hash = a.band_hash
+             AND b.scope = a.scope AND b.sample_id <> a.sample_id
+            WHERE a.params_hash = ? AND a.sample_id IN (SELECT unnest(?::VARCHAR[]))""",
+                                [params_hash, new_ids]).fetchall()
+
+    def dedup_signatures(self, params_hash: str, ids: list[str]) -> dict[str, bytes]:
+        rows = self.con.execute("SELECT sample_id, signature FROM dedup_index WHERE params_hash = ? "
+                                "AND sample_id IN (SELECT unnest(?::VARCHAR[]))", [params_hash, ids]).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def dedup_clusters(self, method: str, pool: str) -> dict[str, str]:
+        """sample id -> cluster id of one dedup method in a pool."""
+        rows = self.con.execute("SELECT d.sample_id, d.cluster_id FROM dedup d JOIN samples s ON s.id = d.sample_id "
+                                "JOIN prompts p ON p.id = s.prompt_id WHERE d.method = ? AND p.pool = ?",
+                                [method, pool]).fetchall()
+        return dict(rows)
+
+    def upsert_dedup(self, rows: list[dict]) -> None:
+        self._insert("dedup", rows, or_replace=True)
+
+    def dedup_dropped(self, pool: str) -> dict[str, int]:
+        """Samples not kept, per dedup method, in a pool."""
+        rows = self.con.execute("SELECT d.method, count(*) FILTER (WHERE NOT d.keep) FROM dedup d "
+                                "JOIN samples s ON s.id = d.sample_id JOIN prompts p ON p.id = s.prompt_id "
+                                "WHERE p.pool = ? GROUP BY 1", [pool]).fetchall()
+        return dict(rows)
 
     def replace_dedup(self, method: str, rows: list[dict]) -> None:
         with self.transaction():
             self.con.execute("DELETE FROM dedup WHERE method = ?", [method])
             self._insert("dedup", rows)
 
-    def replace_purified(self, method: str, rows: list[dict]) -> None:
+    def replace_purified(self, method: str, rows: list[dict], prompt_ids: list[str]) -> None:
+        """Replace one method's rows for these prompts (other pools and splits keep theirs)."""
         with self.transaction():
-            self.con.execute("DELETE FROM purified WHERE method = ?", [method])
+            self.con.execute("DELETE FROM purified WHERE method = ? AND prompt_id IN (SELECT unnest(?::VARCHAR[]))",
+                             [method, prompt_ids])
             self._insert("purified", rows)
 
-    def curated_samples(self, pool: str, verifier: str) -> list[dict]:
-        """Samples of a pool with their verdict and whether every dedup method kept them."""
+    def curated_samples(self, pool: str, verifier: str, kinds: list[str] | None = None) -> list[dict]:
+        """Samples of a pool with their verdict, mean judge score and whether every dedup method kept them."""
         return self._dicts("""
-            SELECT s.*, p.split, p.input, p.choices, r.completion_tokens, v.passed, v.score,
-                   coalesce(bool_and(d.keep), TRUE) AS kept
+            WITH v AS (SELECT sample_id, bool_or(passed) FILTER (WHERE verifier = ?) AS passed,
+                              avg(score) FILTER (WHERE starts_with(verifier, 'judge')) AS judge_score
+                       FROM verdicts GROUP BY 1),
+                 d AS (SELECT sample_id, bool_and(keep) AS kept FROM dedup GROUP BY 1)
+            SELECT s.*, p.split, p.input, p.choices, r.completion_tokens, r.params AS request_params, v.passed, v.judge_score,
+                   coalesce(d.kept, TRUE) AS kept
             FROM samples s JOIN prompts p ON p.id = s.prompt_id
             JOIN requests r ON r.key = s.request_key
-            LEFT JOIN verdicts v ON v.sample_id = s.id AND v.verifier = ?
-            LEFT JOIN dedup d ON d.sample_id = s.id
-            WHERE p.pool = ? AND s.kind = 'cot'
-            GROUP BY ALL ORDER BY s.id""", [verifier, pool])
+            LEFT JOIN v ON v.sample_id = s.id LEFT JOIN d ON d.sample_id = s.id
+            WHERE p.pool = ? AND s.kind IN (SELECT unnest(?::VARCHAR[]))
+            ORDER BY s.id""", [verifier, pool, kinds or ["cot"]])
 
     def replace_pairs(self, strategy: str, pool: str, rows: list[dict]) -> None:
         with self.transaction():
@@ -56,6 +143,7 @@ class CurationQueries:
         """Pairs with both texts, train split only: test rows never reach training."""
         return self._dicts("""
             SELECT x.id, x.margin, p.id AS prompt_id, p.input, p.choices, p.split,
+                   c.id AS chosen_sample_id, r.id AS rejected_sample_id,
                    c.reasoning AS chosen_reasoning, c.answer AS chosen_answer, c.teacher AS chosen_teacher,
                    r.reasoning AS rejected_reasoning, r.answer AS rejected_answer, r.teacher AS rejected_teacher
             FROM pairs x JOIN prompts p ON p.id = x.prompt_id
@@ -92,7 +180,62 @@ class CurationQueries:
         """The selected trace per prompt, train split only: test rows never reach training."""
         return self._dicts("""
             SELECT p.id AS prompt_id, p.input, p.choices, p.split, s.id AS sample_id,
-                   s.teacher, s.reasoning, s.answer
+                   s.teacher, s.reasoning, s.answer, s.request_key
             FROM purified u JOIN samples s ON s.id = u.sample_id JOIN prompts p ON p.id = u.prompt_id
             WHERE u.method = ? AND p.pool = ? AND p.split = 'train' ORDER BY p.id""", [method, pool])
 
+    def verified_samples_of_kind(self, pool: str, kind: str, verifier: str) -> list[dict]:
+        """Train-split samples of a kind that passed a verifier."""
+        return self._dicts("""
+            SELECT s.*, p.input, p.gold, p.choices FROM samples s JOIN prompts p ON p.id = s.prompt_id
+            WHERE p.pool = ? AND p.split = 'train' AND s.kind = ?
+              AND s.id IN (SELECT sample_id FROM verdicts WHERE verifier = ? AND passed) ORDER BY s.id""",
+                           [pool, kind, verifier])
+
+    def failed_sample_ids(self, verifier: str, version: str) -> set[str]:
+        rows = self.con.execute("SELECT sample_id FROM verdicts WHERE verifier = ? AND verifier_version = ? "
+                                "AND NOT passed", [verifier, version]).fetchall()
+        return {r[0] for r in rows}
+
+    def verdict_counts(self, sample_ids: list[str]) -> dict[str, dict]:
+        """verifier -> {"passed", "failed"} over the given samples (latest verdicts of any version)."""
+        rows = self._dicts("""
+            SELECT verifier, count(*) FILTER (WHERE passed) AS passed, count(*) FILTER (WHERE NOT passed) AS failed
+            FROM verdicts WHERE sample_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY 1 ORDER BY 1""", [sample_ids])
+        return {r.pop("verifier"): r for r in rows}
+
+    # -- exports ------------------------------------------------------------------------
+    def add_export(self, card: dict, run_id: str | None) -> None:
+        self.con.execute("INSERT INTO exports (id, kind, pool, path, format, rows, options, card, run_id) "
+                         "VALUES (?,?,?,?,?,?,?,?,?)", [card["export_id"], card["kind"], card["pool"], card["path"],
+                                                        card["format"], card["rows"], _json(card["options"]),
+                                                        _json(card), run_id])
+
+    # -- DataFrame views (curation.api) ---------------------------------------------------
+    def frame_samples(self, pool: str):
+        return self.con.execute("""
+            SELECT s.id, s.prompt_id, p.split, s.teacher, s.kind, s.answer, s.parse_error, s.reasoning, s.run_id
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id WHERE p.pool = ? ORDER BY s.id""", [pool]).df()
+
+    def frame_clusters(self, pool: str, method: str, duplicates_only: bool = True):
+        return self.con.execute("""
+            SELECT d.cluster_id, count(*) OVER (PARTITION BY d.cluster_id) AS size, d.keep, d.sample_id,
+                   s.prompt_id, s.teacher, s.answer, s.reasoning, d.run_id
+            FROM dedup d JOIN samples s ON s.id = d.sample_id JOIN prompts p ON p.id = s.prompt_id
+            WHERE d.method = ? AND p.pool = ?
+            QUALIFY NOT ? OR count(*) OVER (PARTITION BY d.cluster_id) > 1
+            ORDER BY size DESC, d.cluster_id, d.keep DESC, d.sample_id""", [method, pool, duplicates_only]).df()
+
+    def frame_verdicts(self, pool: str, verifier: str | None = None):
+        return self.con.execute("""
+            SELECT v.sample_id, s.prompt_id, p.split, s.teacher, v.verifier, v.verifier_version, v.passed,
+                   v.score, v.detail, v.run_id
+            FROM verdicts v JOIN samples s ON s.id = v.sample_id JOIN prompts p ON p.id = s.prompt_id
+            WHERE p.pool = ? AND (? IS NULL OR v.verifier = ?) ORDER BY v.sample_id, v.verifier""",
+                                [pool, verifier, verifier]).df()
+
+    def frame_purified(self, pool: str, method: str):
+        return self.con.execute("""
+            SELECT u.prompt_id, p.split, u.method, u.sample_id, s.teacher, s.answer, p.gold, u.detail, u.run_id
+            FROM purified u JOIN prompts p ON p.id = u.prompt_id JOIN samples s ON s.id = u.sample_id
+            WHERE p.pool = ? AND u.method = ? ORDER BY u.prompt_id""", [pool, method]).df()

@@ -119,17 +119,23 @@ def cmd_pairs(args: argparse.Namespace) -> None:
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
-    from curation.dedup import dedup_samples
-    from curation.export import export_sft
-    from curation.purify import select_traces
-    from curation.store import Store
-    from curation.verify import verify_samples
-    with Store(args.store) as store:
-        run_id = store.start_run("curate", {"pool": args.pool})
-        result = {"verify": verify_samples(store, args.pool, run_id), "dedup": dedup_samples(store, args.pool, run_id),
-                  "select": select_traces(store, args.pool, run_id), "export": export_sft(store, args.pool, args.out)}
-        store.finish_run(run_id)
-    print(json.dumps(result, indent=1))
+    if args.action == "purify-bench":
+        from curation.purify_bench import run_bench
+        run_bench(args.target, args)
+        return
+    from curation.api import Curation
+    if not args.pool:
+        raise DistillError("distill curate needs --pool: the pool to curate (see `distill report`)")
+    with Curation(args.store, args.pool) as c:
+        result = {"verify": c.verify(*args.verifiers.split(",")),
+                  "dedup": c.dedup(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm,
+                                   scope=args.scope),
+                  "decontam": c.decontaminate(),
+                  "purify": c.purify(args.method, **({"aggregator": args.aggregator} if args.aggregator else {})),
+                  "export": c.export(args.export, args.out, method=args.method, strategy=args.strategy,
+                                     reasoning=not args.no_reasoning, force=args.force,
+                                     drop_contaminated=args.drop_contaminated)}
+    print(json.dumps(result, indent=1, default=str))
 
 
 def cmd_script(args: argparse.Namespace) -> None:
@@ -226,11 +232,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/pairs.jsonl")
     p.set_defaults(func=cmd_pairs)
 
-    p = _sub(subs, "curate", "verify, dedup, select per prompt and export TRL messages JSONL",
-             "distill curate --pool strategyqa --out runs/sft.jsonl")
+    p = _sub(subs, "curate", "verify, dedup, decontaminate, purify across teachers and export for TRL",
+             "distill curate --pool strategyqa --method majority --export sft --out runs/sft.parquet\n"
+             "  distill curate purify-bench champ")
+    p.add_argument("action", nargs="?", default="run", choices=["run", "purify-bench"],
+                   help="run (default): the curation pipeline on --pool; purify-bench: compare purification methods")
+    p.add_argument("target", nargs="?", default="champ", help="purify-bench dataset (champ)")
     p.add_argument("--store", default=DEFAULT_STORE)
-    p.add_argument("--pool", required=True)
-    p.add_argument("--out", default="runs/sft.jsonl")
+    p.add_argument("--pool")
+    p.add_argument("--verifiers", default="answer_match,format",
+                   help="comma list of answer_match, format, code, tool_schema, bfcl")
+    p.add_argument("--threshold", type=float, default=0.8, help="MinHash Jaccard threshold")
+    p.add_argument("--ngram", type=int, default=3, help="word n-gram size of the MinHash shingles")
+    p.add_argument("--num-perm", type=int, default=128)
+    p.add_argument("--scope", choices=["prompt", "pool"], default="prompt",
+                   help="duplicates must share a prompt (traces) or may be anywhere in the pool (prompts)")
+    p.add_argument("--method", default="verified_first", help="purification method (see curation/purify.py)")
+    p.add_argument("--aggregator", help="teacher that fuses rationales for --method llm_aggregate")
+    p.add_argument("--export", default="sft", choices=["sft", "dpo", "prompt", "tools"])
+    p.add_argument("--strategy", default="verified", help="pair strategy for --export dpo")
+    p.add_argument("--out", default="runs/sft.jsonl", help=".jsonl or .parquet")
+    p.add_argument("--no-reasoning", action="store_true", help="assistant turns give the answer only")
+    p.add_argument("--force", action="store_true", help="export rows that overlap a held-out split")
+    p.add_argument("--drop-contaminated", action="store_true", help="leave rows that overlap a held-out split out")
+    p.add_argument("--settings", default="0-Shot,5-Shot,No C w/o H",
+                   help="purify-bench champ: recorded prompt settings used as each teacher's samples")
+    p.add_argument("--bench-out", default="runs/purify-bench", help="purify-bench: where the report goes")
     p.set_defaults(func=cmd_curate)
 
     p = _sub(subs, "train", "train a student with TRL (sft)",

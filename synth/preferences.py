@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curation.export import assistant_turn, student_row, student_user_turn, write_jsonl
 from curation.store import Store
 from curation.verify import VERIFIER
 from distill.errors import DistillError
@@ -75,18 +74,9 @@ def build_pairs(store: Store, pool: str, run_id: str, strategy: str = "verified"
     return {"strategy": strategy, "prompts": len(groups), "pairs": len(rows)}
 
 
-def _completion(reasoning: str | None, answer: str | None) -> list[dict]:
-    text = assistant_turn(reasoning or "", answer) if answer is not None else f"Reasoning: {reasoning or ''}"
-    return [{"role": "assistant", "content": text}]
-
-
 def export_pairs(store: Store, pool: str, path: str | Path, strategy: str = "verified") -> dict:
     """Write TRL's conversational preference format: prompt / chosen / rejected message lists."""
-    pairs = store.pairs_for_export(pool, strategy)
-    if not pairs:
-        raise DistillError(f"no '{strategy}' pairs in pool '{pool}': run build_pairs (distill pairs) first")
-    return write_jsonl(path, [{
-        "prompt": [{"role": "user", "content": student_user_turn(student_row(p))}],
-        "chosen": _completion(p["chosen_reasoning"], p["chosen_answer"]),
-        "rejected": _completion(p["rejected_reasoning"], p["rejected_answer"]),
-        "margin": p["margin"], "prompt_id": p["prompt_id"], "strategy": strategy} for p in pairs])
+    from curation.export import export
+
+    card = export(store, pool, "dpo", path, strategy=strategy)
+    return {"rows": card["rows"], "path": card["path"]}

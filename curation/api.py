@@ -1,0 +1,95 @@
+"""The curation stages as one object a notebook can drive.
+
+    from curation import Curation
+    c = Curation("runs/demo/store.duckdb", pool="strategyqa")
+    c.verify("answer_match", "format")
+    c.dedup(threshold=0.8)
+    c.clusters()                       # DataFrame: one row per sample in a duplicate cluster
+    c.purify("majority"); c.purify("classifier_router", splits=("train", "test"))
+    c.verdicts("answer_match")         # DataFrame
+    c.export("sft", "runs/sft.parquet", method="majority")
+    ds = c.dataset("dpo")              # datasets.Dataset with lineage columns
+
+Every call records a run in the store and is incremental: repeating it does no work twice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from curation.store import Store
+
+
+class Curation:
+    def __init__(self, store: str | Path | Store, pool: str):
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.pool = pool
+        if not self.store.count("prompts", "pool = ?", [pool]):
+            from distill.errors import DistillError
+            raise DistillError(f"pool '{pool}' is empty in {self.store.path}: load it with `distill data load`")
+
+    def _run(self, stage: str, config: dict, fn: Any) -> dict:
+        run_id = self.store.start_run(stage, dict(config, pool=self.pool))
+        try:
+            result = fn(run_id)
+        except BaseException:
+            self.store.finish_run(run_id, status="failed")
+            raise
+        self.store.finish_run(run_id)
+        return result
+
+    # -- stages ---------------------------------------------------------------------------
+    def verify(self, *verifiers: str) -> dict:
+        from curation.verify import VERIFIER, verify
+        names = list(verifiers) or [VERIFIER]
+        return self._run("verify", {"verifiers": names}, lambda r: verify(self.store, self.pool, r, names))
+
+    def dedup(self, threshold: float = 0.8, ngram: int = 3, num_perm: int = 128, shingle: str = "word",
+              scope: str = "prompt") -> dict:
+        from curation.dedup import DedupParams, dedup_samples
+        from curation.minhash import MinHashParams
+        params = DedupParams(MinHashParams(shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold), scope)
+        return self._run("dedup", params.record(), lambda r: dedup_samples(self.store, self.pool, r, params))
+
+    def decontaminate(self, n: int = 13) -> dict:
+        from curation.decontam import decontaminate
+        return self._run("decontam", {"n": n}, lambda r: decontaminate(self.store, self.pool, r, n))
+
+    def purify(self, method: str = "verified_first", **options: Any) -> dict:
+        from curation.purify import purify
+        return self._run("purify", dict(options, method=method),
+                         lambda r: purify(self.store, self.pool, r, method, **options))
+
+    def export(self, kind: str, path: str | Path, **options: Any) -> dict:
+        from curation.export import export
+        return self._run("export", dict(options, kind=kind, path=str(path)),
+                         lambda r: export(self.store, self.pool, kind, path, run_id=r, **options))
+
+    def dataset(self, kind: str = "sft", **options: Any):
+        """The export rows as a `datasets.Dataset` (nothing written to disk)."""
+        import datasets
+
+        from curation.export import records
+        return datasets.Dataset.from_list(records(self.store, self.pool, kind, **options))
+
+    # -- views ----------------------------------------------------------------------------
+    def samples(self):
+        return self.store.frame_samples(self.pool)
+
+    def clusters(self, method: str = "minhash", duplicates_only: bool = True):
+        return self.store.frame_clusters(self.pool, method, duplicates_only)
+
+    def verdicts(self, verifier: str | None = None):
+        return self.store.frame_verdicts(self.pool, verifier)
+
+    def purified(self, method: str = "verified_first"):
+        return self.store.frame_purified(self.pool, method)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> "Curation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,144 @@
+"""`distill curate purify-bench champ`: purification methods vs single teachers on CHAMP.
+
+CHAMP's recorded GPT-3.5, GPT-4, GPT-4 Turbo and PaLM 2 Medium solutions are four real API
+teachers with human final answers. They are imported as samples (one per teacher and prompt
+setting), final answers are checked against the human answers (curation/math_answers.py),
+and every method picks one answer per held-out problem having learned only from the train
+split. Printed per method: accuracy on the held-out split (bootstrap 95% CI), share of
+problems kept, and its difference to the best single teacher (paired bootstrap CI); next to
+each single teacher (one sample, and its own vote over its samples) and the oracle (any
+teacher right). A 5-fold cross-validation over all problems gives every method more items.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from curation.purify import Candidates, choose, load_candidates, purify
+from curation.store import Store
+from curation.verify import verify
+from distill.errors import DistillError
+from evals.metrics import bootstrap_ci
+
+BENCH_METHODS = ("majority", "plackett_luce", "classifier_router", "similarity_router", "bandit")
+
+
+def _prepare(store: Store, settings: list[str]) -> Candidates:
+    from prompts.champ import load_champ
+    from synth.recorded import import_recorded
+
+    run_id = store.start_run("purify-bench", {"settings": settings})
+    store.add_prompts(load_champ(), "champ", run_id)
+    imported = import_recorded(store, "champ", run_id, settings=settings)
+    checked = verify(store, "champ", run_id)
+    store.finish_run(run_id)
+    print(f"imported {imported['imported']} recorded solutions ({imported['already_there']} already there), "
+          f"verified {checked['answer_match']['new_verdicts']} new", file=sys.stderr)
+    return load_candidates(store, "champ")
+
+
+def _correct(cands: Candidates, rows: list[dict], target: list[str]) -> np.ndarray:
+    by_id = {c["id"]: c for cs in cands.by_prompt.values() for c in cs}
+    chosen = {r["prompt_id"]: by_id[r["sample_id"]]["passed"] for r in rows}
+    return np.array([bool(chosen.get(p)) for p in target], dtype=float)
+
+
+def teacher_rows(cands: Candidates, target: list[str], setting: str | None) -> dict[str, np.ndarray]:
+    """Per teacher: correct on each target problem with one sample (`setting`) and with its own vote."""
+    out = {}
+    for j, t in enumerate(cands.teachers):
+        vote = []
+        for p in target:
+            key = cands.teacher_answers(p)[j]
+            vote.append(any(c["passed"] for c in cands.by_prompt[p] if c["key"] == key) if key else False)
+        out[f"{t} (vote of its samples)"] = np.array(vote, dtype=float)
+        if setting:
+            one = [any(c["passed"] and c["setting"] == setting for c in cands.by_prompt[p] if c["teacher"] == t)
+                   for p in target]
+            out[f"{t} ({setting})"] = np.array(one, dtype=float)
+    return out
+
+
+def evaluate(cands: Candidates, fit: list[str], target: list[str], methods: tuple[str, ...],
+             setting: str | None) -> dict[str, np.ndarray]:
+    """Correctness vector per row (method or teacher) over `target`, learning only from `fit`."""
+    results = teacher_rows(cands, target, setting)
+    for m in methods:
+        results[m] = _correct(cands, choose(cands, m, target, fit, gold_splits=()), target)
+    oracle = [any(c["passed"] for c in cands.by_prompt[p]) for p in target]
+    results["oracle (any sample right)"] = np.array(oracle, dtype=float)
+    return results
+
+
+def _table(results: dict[str, np.ndarray], best_teacher: str, title: str) -> list[str]:
+    lines = [f"### {title}", "", "| method | accuracy | 95% CI | minus best teacher | 95% CI |", "|---|---|---|---|---|"]
+    base = results[best_teacher]
+    for name, v in results.items():
+        acc, lo, hi = bootstrap_ci(lambda x: float(np.mean(x)), v)
+        d, dlo, dhi = bootstrap_ci(lambda x, y: float(np.mean(x) - np.mean(y)), v, base)
+        lines.append(f"| {name} | {acc:.3f} | [{lo:.3f}, {hi:.3f}] | {d:+.3f} | [{dlo:+.3f}, {dhi:+.3f}] |")
+    return lines + [""]
+
+
+def _best_teacher(results: dict[str, np.ndarray], teachers: list[str]) -> str:
+    single = [k for k in results if any(k.startswith(t + " (") for t in teachers)]
+    return max(single, key=lambda k: (results[k].mean(), k))
+
+
+def run_bench(target: str, args: argparse.Namespace) -> dict:
+    if target != "champ":
+        raise DistillError(f"purify-bench knows 'champ', not {target!r}: distill curate purify-bench champ")
+    began = time.perf_counter()
+    out = Path(args.bench_out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    with Store(out / "champ.duckdb") as store:
+        cands = _prepare(store, settings)
+        for cs in cands.by_prompt.values():  # which recorded prompt setting each sample came from
+            for c in cs:
+                c["setting"] = json.loads(c["request_params"] or "{}").get("setting")
+        fit = sorted(p for p, s in cands.split.items() if s == "train")
+        test = sorted(p for p, s in cands.split.items() if s == "test")
+        run_id = store.start_run("purify-bench", {"settings": settings, "methods": BENCH_METHODS})
+        for m in BENCH_METHODS:  # the held-out split's picks, with provenance, stay in the store
+            purify(store, "champ", run_id, m, splits=("test",), require_verified=False, gold_splits=(), candidates=cands)
+        store.finish_run(run_id)
+    held = evaluate(cands, fit, test, BENCH_METHODS, settings[0])
+    best = _best_teacher(held, cands.teachers)
+    agreement = np.nanmean([np.mean([a == b for a, b in _pairs(cands.teacher_answers(p))] or [np.nan]) for p in test])
+    lines = [f"# Purification on CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})", "",
+             f"Held-out split: {len(test)} problems (fit on {len(fit)} train problems); "
+             f"mean pairwise teacher agreement {agreement:.2f}; best single teacher: {best}.", ""]
+    lines += _table(held, best, f"Held-out test split (n={len(test)})")
+    folds = _cross_validate(cands, settings[0], k=5)
+    lines += _table(folds, _best_teacher(folds, cands.teachers), f"5-fold cross-validation (n={len(cands.split)})")
+    lines.append(f"Wall time {time.perf_counter() - began:.1f} s.")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    (out / "report.md").write_text(report)
+    summary = {k: float(v.mean()) for k, v in held.items()}
+    (out / "results.json").write_text(json.dumps({"held_out": summary, "cv": {k: float(v.mean()) for k, v in folds.items()},
+                                                  "best_teacher": best, "settings": settings}, indent=1))
+    return summary
+
+
+def _pairs(answers: list) -> list[tuple]:
+    given = [a for a in answers if a is not None]
+    return [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]
+
+
+def _cross_validate(cands: Candidates, setting: str, k: int) -> dict[str, np.ndarray]:
+    ids = sorted(cands.split)
+    fold = {p: int(p[-6:], 16) % k for p in ids}  # ids are hashes: a fixed, unbiased assignment
+    parts: dict[str, list[np.ndarray]] = {}
+    for f in range(k):
+        fit = [p for p in ids if fold[p] != f]
+        target = [p for p in ids if fold[p] == f]
+        for name, v in evaluate(cands, fit, target, BENCH_METHODS, setting).items():
+            parts.setdefault(name, []).append(v)
+    return {name: np.concatenate(v) for name, v in parts.items()}
