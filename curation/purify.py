@@ -76,21 +76,6 @@ def load_candidates(store: Store, pool: str, verifier: str = VERIFIER, kinds: tu
     return Candidates(by_prompt, split, inputs, teachers)
 
 
-def _log_odds(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 0.02, 0.98)
-    return np.log(p / (1 - p))
-
-
-def _weighted_vote(answers: list[str | None], weights: np.ndarray) -> tuple[str | None, dict[str, float]]:
-    tally: dict[str, float] = {}
-    for a, w in zip(answers, weights):
-        if a is not None:
-            tally[a] = tally.get(a, 0.0) + float(w)
-    if not tally:
-        return None, tally
-    return max(sorted(tally), key=lambda a: tally[a]), tally
-
-
 def teacher_scores(cands: Candidates, method: str, fit: list[str], target: list[str], seed: int = 0) -> np.ndarray:
     """(len(target), T) how much to trust each teacher on each target prompt, learned on `fit`."""
     from curation import routers
@@ -121,39 +106,43 @@ def _representative(members: list[dict], use_gold: bool) -> dict:
                                        len(c["reasoning"] or ""), c["id"]))
 
 
+_MODES = {"plackett_luce": "score_sum", "classifier_router": "weighted_vote", "similarity_router": "weighted_vote",
+          "bandit": "argmax"}
+
+
 def choose(cands: Candidates, method: str, target: list[str], fit: list[str], gold_splits: tuple[str, ...]) -> list[dict]:
     """One purified row (without run id) per target prompt that has any answer."""
-    scores = None
-    if method in ("plackett_luce", "classifier_router", "similarity_router", "bandit"):
+    from curation.routers import combine_answers, estimate_n_wrong
+
+    answers = [cands.teacher_answers(p) for p in target]
+    choices, scores = None, None
+    if method in _MODES:
         scores = teacher_scores(cands, method, fit, target)
+        # Wrong answers to open questions rarely coincide, so agreement is evidence: n_wrong says
+        # how much (1 for yes/no, ~3-4 on CHAMP), estimated from the fit split's wrong answers.
+        n_wrong = estimate_n_wrong([cands.teacher_answers(p) for p in fit], cands.correctness(fit))
+        choices = combine_answers(answers, scores, _MODES[method], n_wrong=n_wrong)
     rows = []
     for i, p in enumerate(target):
         members = [c for c in cands.by_prompt[p] if c["key"] is not None]
         if not members:
             continue
         use_gold = cands.split[p] in gold_splits
-        answers = cands.teacher_answers(p)
         votes = Counter(c["key"] for c in members)
         detail: dict = {"candidates": len(members), "teachers": sorted({c["teacher"] for c in members}),
-                        "agreement": _agreement(answers)}
+                        "agreement": _agreement(answers[i])}
         if method == "verified_first":
-            pick = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
-                                               len(c["reasoning"] or ""), c["id"]))
-            key = pick["key"]
+            key = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
+                                              len(c["reasoning"] or ""), c["id"]))["key"]
         elif method == "majority":
             key = max(sorted(votes), key=lambda k: votes[k])
             detail["votes"] = dict(votes)
-        elif method == "bandit":
-            order = np.argsort(-scores[i])
-            j = next((j for j in order if answers[j] is not None), None)
-            key = answers[j]
-            detail["selected_teacher"] = cands.teachers[j]
         else:
-            weights = _log_odds(scores[i]) if method != "plackett_luce" else scores[i]
-            key, tally = _weighted_vote(answers, weights)
-            detail["tally"] = {k: round(v, 4) for k, v in tally.items()}
-        if scores is not None:
-            detail["scores"] = {t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])}
+            key = choices[i].answer
+            if key is None:
+                continue
+            detail.update(scores={t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])},
+                          support_score=round(choices[i].support, 4), mode=_MODES[method])
         pick = _representative([c for c in members if c["key"] == key], use_gold)
         detail.update(answer_key=key, support=sorted({c["teacher"] for c in members if c["key"] == key}),
                       chosen_teacher=pick["teacher"], verified=pick["passed"])

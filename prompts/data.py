@@ -3,6 +3,7 @@
     bigbench:<task>[:<subtask>]   BIG-bench JSON task (prompts.bigbench)
     champ                         CHAMP math problems + recorded teacher chats (prompts.champ)
     bfcl[:<category>]             Berkeley Function-Calling Leaderboard (prompts.bfcl)
+    humaneval                     HumanEval: 164 Python problems with unit tests (prompts.humaneval)
     <path>.jsonl|.csv|.parquet    the user's own labelled file (prompts.pool_file)
 """
 from __future__ import annotations
@@ -13,12 +14,13 @@ from distill.errors import DistillError
 from prompts.bfcl import bfcl_categories, load_bfcl
 from prompts.bigbench import bigbench_task_names, fetch_bigbench, load_bigbench
 from prompts.champ import load_champ
+from prompts.humaneval import load_humaneval
 from prompts.pool_file import FORMATS, load_pool_file
 from prompts.rows import PromptRow
 
 __all__ = [
     "bfcl_categories", "bigbench_task_names", "fetch_bigbench", "load_bfcl", "load_bigbench",
-    "load_champ", "load_pool_file", "load_task",
+    "load_champ", "load_humaneval", "load_pool_file", "load_task",
 ]
 
 
@@ -29,11 +31,13 @@ def load_task(spec: str, **kw) -> list[PromptRow]:
         return load_bigbench(rest, **kw)
     if spec == "champ":
         return load_champ(**kw)
+    if spec == "humaneval":
+        return load_humaneval(**kw)
     if source == "bfcl":
         return load_bfcl(rest or "simple", **kw)
     if Path(spec).suffix.lower() in FORMATS or Path(spec).is_file():
         return load_pool_file(spec, **kw)
     raise DistillError(
-        f"unknown prompt source '{spec}': use bigbench:<task>, champ, bfcl:<category>, "
+        f"unknown prompt source '{spec}': use bigbench:<task>, champ, bfcl:<category>, humaneval, "
         f"or a path to a {'/'.join(FORMATS)} file"
     )

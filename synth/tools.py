@@ -11,11 +11,7 @@ import math
 import operator
 import os
 import re
-import signal
-import subprocess
 import sys
-import sysconfig
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -94,110 +90,24 @@ def calculator(expression: str) -> str:
         return f"error: {err}"
 
 
-# ---- python sandbox -----------------------------------------------------------------------
-# What this sandbox is NOT: a security boundary. It runs as the same user, on the same
-# kernel and filesystem. The audit hook and the socket stub stop honest mistakes and casual
-# escapes (opening sockets, spawning processes, writing or reading outside the scratch dir),
-# but CPython audit hooks are bypassable by code that corrupts interpreter memory, and
-# `resource` limits do not isolate /proc, shared memory, or CPU time spent in other
-# processes. RLIMIT_NPROC counts every process of this user and is ignored for root. Run
-# untrusted model code in a container or VM (gVisor, firecracker) when that matters.
-
-_BOOTSTRAP = r"""
-import resource, sys
-mem, cpu, fsize, *roots = sys.argv[1:]
-def lim(which, value):
-    try: resource.setrlimit(which, (value, value))  # soft == hard: the code cannot raise it
-    except (ValueError, OSError): pass
-lim(resource.RLIMIT_AS, int(mem)); lim(resource.RLIMIT_CPU, int(cpu))
-lim(resource.RLIMIT_FSIZE, int(fsize)); lim(resource.RLIMIT_CORE, 0)
-if hasattr(resource, "RLIMIT_NPROC"): lim(resource.RLIMIT_NPROC, 0)  # no fork, no threads
-import os, socket
-def _no_network(*a, **k): raise PermissionError("network access is disabled in the sandbox")
-socket.socket = socket.create_connection = socket.socketpair = _no_network
-_BLOCKED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
-            "os.fork", "os.forkpty", "os.chdir", "pty.", "ctypes.", "os.kill", "os.killpg", "signal.pthread_kill")
-_real, _join, _cwd = os.path.realpath, os.path.join, os.getcwd()
-def _inside(path, roots):
-    p = _real(_join(_cwd, os.fsdecode(path))) if isinstance(path, (str, bytes)) else ""
-    return any(p == r or p.startswith(r + os.sep) for r in roots)
-def _guard(event, args):
-    if event.startswith(_BLOCKED):
-        raise PermissionError(f"{event} is disabled in the sandbox")
-    if event == "open" and isinstance(args[0], (str, bytes)):
-        mode = args[1] if isinstance(args[1], str) else "r"
-        writes = any(c in mode for c in "wax+") or (isinstance(args[2], int) and args[2] & 3)
-        if not _inside(args[0], [_cwd] if writes else [_cwd, *roots]):
-            raise PermissionError(f"{args[0]}: outside the sandbox directory")
-sys.addaudithook(_guard)
-del resource, socket
-sys.argv = ["main.py"]
-_code = compile(open("main.py").read(), "main.py", "exec")
-try:
-    exec(_code, {"__name__": "__main__", "__builtins__": __builtins__})
-except SystemExit:
-    raise
-except BaseException as e:  # print the user's traceback without this bootstrap's frame
-    import traceback
-    traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-    sys.exit(1)
-"""
-
-_STDOUT_MAX, _STDERR_TAIL = 4000, 1500
-
-
-def _read_roots() -> list[str]:
-    """Directories the sandboxed code may read: the stdlib (imports open files there)."""
-    paths = sysconfig.get_paths()
-    roots = {os.path.realpath(paths[k]) for k in ("stdlib", "platstdlib") if k in paths}
-    return sorted(roots | {"/dev/null", "/dev/urandom"})
-
+# ---- python sandbox (curation/sandbox.py: what it blocks and what it is not) ------------
 
 def python_sandbox(code: str, timeout_s: float = 5, memory_mb: int = 256) -> str:
-    """Run Python `code` in a limited subprocess; returns stdout (+ stderr tail) or an error.
+    """Run Python `code` in the sandbox of curation/sandbox.py; returns stdout (+ stderr tail) or an error."""
+    from curation.sandbox import TAIL_CHARS, run_python
 
-    Isolated interpreter (-I -S: no site-packages, no PYTHON* env vars), stdlib only, an empty
-    environment, a fresh temp dir as cwd, address-space / CPU / file-size / process limits,
-    no sockets or subprocesses, and a wall-clock timeout that kills the process group.
-    """
-    with tempfile.TemporaryDirectory(prefix="sandbox-") as tmp:
-        work = Path(tmp) / "work"  # the code's cwd; its captured output lives beside it, out of reach
-        work.mkdir()
-        (work / "main.py").write_text(code, encoding="utf-8")
-        # Output goes to files, not pipes: a print loop cannot grow the parent's memory, and
-        # RLIMIT_FSIZE caps what it can write.
-        fsize = 1 << 20
-        argv = [sys.executable, "-I", "-S", "-X", "utf8", "-c", _BOOTSTRAP, str(memory_mb << 20),
-                str(max(1, math.ceil(timeout_s))), str(fsize), *_read_roots()]
-        with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
-            # Limits are set by the bootstrap, not preexec_fn: preexec_fn is not fork-safe when
-            # the parent has threads (DuckDB, torch), and the child is a fresh exec anyway.
-            proc = subprocess.Popen(argv, cwd=work, env={}, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=err, start_new_session=True)
-            try:
-                proc.wait(timeout=timeout_s)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # the session leader's group, children included
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-            out.seek(0), err.seek(0)
-            stdout = out.read(_STDOUT_MAX + 1).decode("utf-8", "replace")
-            stderr = err.read().decode("utf-8", "replace")
-    if timed_out or proc.returncode == -signal.SIGXCPU:
-        return "error: timeout"
-    if "MemoryError" in stderr or proc.returncode in (-signal.SIGSEGV, -signal.SIGKILL):
-        return "error: memory"
-    if len(stdout) > _STDOUT_MAX:
-        stdout = stdout[:_STDOUT_MAX] + "\n...[output truncated]"
-    text = stdout.rstrip("\n")
-    if stderr.strip():
-        text += ("\n" if text else "") + "stderr: " + stderr.strip()[-_STDERR_TAIL:]
+    result = run_python(code, timeout_s=timeout_s, memory_mb=memory_mb)
+    if result.status in ("timeout", "memory"):
+        return f"error: {result.status}"
+    text = result.stdout.rstrip("\n")
+    if len(result.stdout) >= TAIL_CHARS - 64:  # the sandbox keeps the tail (less its end marker) of a long output
+        text = "[output truncated]...\n" + text
+    if result.stderr.strip():
+        text += ("\n" if text else "") + "stderr: " + result.stderr.strip()[-_STDERR_TAIL:]
     return text or "(no output)"
+
+
+_STDERR_TAIL = 1500
 
 
 # ---- tool registry ------------------------------------------------------------------------

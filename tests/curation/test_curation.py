@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from curation.dedup import dedup_samples, shingles
+from curation.dedup import dedup_samples
 from curation.export import export_sft
 from curation.purify import select_traces
 from curation.verify import answers_match, verify_samples
@@ -57,7 +57,9 @@ def test_verify_then_dedup_then_select_then_export(store, pool, tmp_path):
 
 
 def test_minhash_clusters_near_duplicates_only(store, pool):
-    base = "the bridge was built in 1890 by a team of twelve engineers from the city and it still stands today"
+    # One word changed in 40: 3-gram Jaccard (38 - 3) / (38 + 3) = 0.85, above the 0.8 threshold.
+    base = ("the bridge was built in 1890 by a team of twelve engineers from the city and it still stands today "
+            "because the stone they chose was hard granite from the northern quarry which resists both rain and frost")
     near = base.replace("twelve", "eleven")
     other = "cats sleep for most of the day because hunting takes a lot of energy and they need to rest"
     t = ScriptedTeacher("t", [f"{base}\nAnswer: No", f"{near}\nAnswer: No", f"{other}\nAnswer: No"])
@@ -71,11 +73,7 @@ def test_minhash_clusters_near_duplicates_only(store, pool):
     assert '"num_perm": 128' in params and "datasketch" in params
 
 
-def test_shingles_are_word_ngrams():
-    assert shingles("A b, c d", 3) == {b"a b c", b"b c d"}
-
-
 def test_export_without_selection_is_a_clear_error(store, pool, tmp_path):
-    with pytest.raises(DistillError, match="no selected traces"):
+    with pytest.raises(DistillError, match="no 'verified_first' traces"):
         export_sft(store, pool, tmp_path / "x.jsonl")
     assert not (tmp_path / "x.jsonl").exists()
