@@ -52,6 +52,15 @@ class Candidates:
             out.append(Counter(keys).most_common(1)[0][0] if keys else None)
         return out
 
+    def shares(self, prompt_id: str) -> dict[str, np.ndarray]:
+        """answer key -> (T,) share of each teacher's answered samples that give it."""
+        out: dict[str, np.ndarray] = {}
+        for j, t in enumerate(self.teachers):
+            keys = [c["key"] for c in self.by_prompt[prompt_id] if c["teacher"] == t and c["key"] is not None]
+            for k in keys:
+                out.setdefault(k, np.zeros(len(self.teachers)))[j] += 1 / len(keys)
+        return out
+
     def correctness(self, prompt_ids: list[str]) -> np.ndarray:
         """(n, T) 1/0: is the teacher's self-consistent answer right? NaN: no answer or no verdict."""
         y = np.full((len(prompt_ids), len(self.teachers)), np.nan)
@@ -106,43 +115,58 @@ def _representative(members: list[dict], use_gold: bool) -> dict:
                                        len(c["reasoning"] or ""), c["id"]))
 
 
-_MODES = {"plackett_luce": "score_sum", "classifier_router": "weighted_vote", "similarity_router": "weighted_vote",
-          "bandit": "argmax"}
+def _sample_vote(shares: dict[str, np.ndarray], weights: np.ndarray) -> tuple[str | None, dict[str, float]]:
+    """The answer with the largest sum over teachers of weight x share of that teacher's samples.
+
+    Sample-level, not one answer per teacher: a teacher split 2-1 between two answers lends
+    both some support, so agreeing weaker teachers can tip its close calls.
+    """
+    tally = {k: float(share @ weights) for k, share in shares.items()}
+    if not tally:
+        return None, tally
+    return max(sorted(tally), key=lambda k: tally[k]), tally
 
 
 def choose(cands: Candidates, method: str, target: list[str], fit: list[str], gold_splits: tuple[str, ...]) -> list[dict]:
     """One purified row (without run id) per target prompt that has any answer."""
-    from curation.routers import combine_answers, estimate_n_wrong
+    from curation.routers import estimate_n_wrong
 
-    answers = [cands.teacher_answers(p) for p in target]
-    choices, scores = None, None
-    if method in _MODES:
+    scores, n_wrong = None, 1.0
+    if method in ("plackett_luce", "classifier_router", "similarity_router", "bandit"):
         scores = teacher_scores(cands, method, fit, target)
         # Wrong answers to open questions rarely coincide, so agreement is evidence: n_wrong says
         # how much (1 for yes/no, ~3-4 on CHAMP), estimated from the fit split's wrong answers.
         n_wrong = estimate_n_wrong([cands.teacher_answers(p) for p in fit], cands.correctness(fit))
-        choices = combine_answers(answers, scores, _MODES[method], n_wrong=n_wrong)
     rows = []
     for i, p in enumerate(target):
         members = [c for c in cands.by_prompt[p] if c["key"] is not None]
         if not members:
             continue
         use_gold = cands.split[p] in gold_splits
+        answers = cands.teacher_answers(p)
         votes = Counter(c["key"] for c in members)
         detail: dict = {"candidates": len(members), "teachers": sorted({c["teacher"] for c in members}),
-                        "agreement": _agreement(answers[i])}
+                        "agreement": _agreement(answers)}
         if method == "verified_first":
             key = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
                                               len(c["reasoning"] or ""), c["id"]))["key"]
         elif method == "majority":
             key = max(sorted(votes), key=lambda k: votes[k])
             detail["votes"] = dict(votes)
+        elif method == "bandit":  # the selected teacher's own (self-consistent) answer
+            j = next(j for j in np.argsort(-scores[i], kind="stable") if answers[j] is not None)
+            key = answers[j]
+            detail["selected_teacher"] = cands.teachers[j]
         else:
-            key = choices[i].answer
-            if key is None:
-                continue
-            detail.update(scores={t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])},
-                          support_score=round(choices[i].support, 4), mode=_MODES[method])
+            if method == "plackett_luce":
+                weights = scores[i]
+            else:  # naive-Bayes log-odds of P(teacher right on this prompt), see routers.combine_answers
+                p_right = np.clip(scores[i], 0.02, 0.98)
+                weights = np.log(p_right / (1 - p_right)) + np.log(n_wrong)
+            key, tally = _sample_vote(cands.shares(p), weights)
+            detail["tally"] = {k: round(v, 4) for k, v in tally.items()}
+        if scores is not None:
+            detail["scores"] = {t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])}
         pick = _representative([c for c in members if c["key"] == key], use_gold)
         detail.update(answer_key=key, support=sorted({c["teacher"] for c in members if c["key"] == key}),
                       chosen_teacher=pick["teacher"], verified=pick["passed"])

@@ -42,52 +42,72 @@ def _prepare(store: Store, settings: list[str]) -> Candidates:
     return load_candidates(store, "champ")
 
 
-def _correct(cands: Candidates, rows: list[dict], target: list[str]) -> np.ndarray:
+Row = dict  # {"correct": (n,), "kept": (n,), "support": (n,)} over the target problems
+
+
+def _method_row(cands: Candidates, rows: list[dict], target: list[str]) -> Row:
     by_id = {c["id"]: c for cs in cands.by_prompt.values() for c in cs}
-    chosen = {r["prompt_id"]: by_id[r["sample_id"]]["passed"] for r in rows}
-    return np.array([bool(chosen.get(p)) for p in target], dtype=float)
+    picked = {r["prompt_id"]: r for r in rows}
+    correct, kept, support = [], [], []
+    for p in target:
+        r = picked.get(p)
+        correct.append(bool(r and by_id[r["sample_id"]]["passed"]))
+        kept.append(r is not None)
+        given = [a for a in cands.teacher_answers(p) if a is not None]
+        key = by_id[r["sample_id"]]["key"] if r else None
+        support.append(sum(a == key for a in given) / len(given) if r and given else np.nan)
+    return {"correct": np.array(correct, float), "kept": np.array(kept, float), "support": np.array(support)}
 
 
-def teacher_rows(cands: Candidates, target: list[str], setting: str | None) -> dict[str, np.ndarray]:
+def teacher_rows(cands: Candidates, target: list[str], setting: str | None) -> dict[str, Row]:
     """Per teacher: correct on each target problem with one sample (`setting`) and with its own vote."""
     out = {}
     for j, t in enumerate(cands.teachers):
-        vote = []
+        vote, one, answered, support = [], [], [], []
         for p in target:
-            key = cands.teacher_answers(p)[j]
-            vote.append(any(c["passed"] for c in cands.by_prompt[p] if c["key"] == key) if key else False)
-        out[f"{t} (vote of its samples)"] = np.array(vote, dtype=float)
+            answers = cands.teacher_answers(p)
+            key = answers[j]
+            vote.append(key is not None and any(c["passed"] for c in cands.by_prompt[p] if c["key"] == key))
+            one.append(any(c["passed"] and c["setting"] == setting for c in cands.by_prompt[p] if c["teacher"] == t))
+            answered.append(key is not None)
+            given = [a for a in answers if a is not None]
+            support.append(sum(a == key for a in given) / len(given) if key is not None else np.nan)
+        base = {"kept": np.array(answered, float), "support": np.array(support)}
+        out[f"{t} (vote of its samples)"] = dict(base, correct=np.array(vote, float))
         if setting:
-            one = [any(c["passed"] and c["setting"] == setting for c in cands.by_prompt[p] if c["teacher"] == t)
-                   for p in target]
-            out[f"{t} ({setting})"] = np.array(one, dtype=float)
+            out[f"{t} ({setting})"] = dict(base, correct=np.array(one, float))
     return out
 
 
 def evaluate(cands: Candidates, fit: list[str], target: list[str], methods: tuple[str, ...],
-             setting: str | None) -> dict[str, np.ndarray]:
-    """Correctness vector per row (method or teacher) over `target`, learning only from `fit`."""
+             setting: str | None) -> dict[str, Row]:
+    """Per row (method or teacher) over `target`, learning only from `fit`."""
     results = teacher_rows(cands, target, setting)
     for m in methods:
-        results[m] = _correct(cands, choose(cands, m, target, fit, gold_splits=()), target)
-    oracle = [any(c["passed"] for c in cands.by_prompt[p]) for p in target]
-    results["oracle (any sample right)"] = np.array(oracle, dtype=float)
+        results[m] = _method_row(cands, choose(cands, m, target, fit, gold_splits=()), target)
+    oracle = np.array([any(c["passed"] for c in cands.by_prompt[p]) for p in target], dtype=float)
+    results["oracle (any sample right)"] = {"correct": oracle, "kept": np.ones(len(target)),
+                                            "support": np.full(len(target), np.nan)}
     return results
 
 
-def _table(results: dict[str, np.ndarray], best_teacher: str, title: str) -> list[str]:
-    lines = [f"### {title}", "", "| method | accuracy | 95% CI | minus best teacher | 95% CI |", "|---|---|---|---|---|"]
-    base = results[best_teacher]
-    for name, v in results.items():
+def _table(results: dict[str, Row], best_teacher: str, title: str) -> list[str]:
+    lines = [f"### {title}", "", "| method | accuracy | 95% CI | minus best teacher | 95% CI | kept | teacher support |",
+             "|---|---|---|---|---|---|---|"]
+    base = results[best_teacher]["correct"]
+    for name, row in results.items():
+        v = row["correct"]
         acc, lo, hi = bootstrap_ci(lambda x: float(np.mean(x)), v)
         d, dlo, dhi = bootstrap_ci(lambda x, y: float(np.mean(x) - np.mean(y)), v, base)
-        lines.append(f"| {name} | {acc:.3f} | [{lo:.3f}, {hi:.3f}] | {d:+.3f} | [{dlo:+.3f}, {dhi:+.3f}] |")
+        sup = np.nanmean(row["support"]) if not np.isnan(row["support"]).all() else float("nan")
+        lines.append(f"| {name} | {acc:.3f} | [{lo:.3f}, {hi:.3f}] | {d:+.3f} | [{dlo:+.3f}, {dhi:+.3f}] | "
+                     f"{row['kept'].mean():.0%} | {sup:.2f} |")
     return lines + [""]
 
 
-def _best_teacher(results: dict[str, np.ndarray], teachers: list[str]) -> str:
+def _best_teacher(results: dict[str, Row], teachers: list[str]) -> str:
     single = [k for k in results if any(k.startswith(t + " (") for t in teachers)]
-    return max(single, key=lambda k: (results[k].mean(), k))
+    return max(single, key=lambda k: (results[k]["correct"].mean(), k))
 
 
 def run_bench(target: str, args: argparse.Namespace) -> dict:
@@ -121,8 +141,9 @@ def run_bench(target: str, args: argparse.Namespace) -> dict:
     report = "\n".join(lines) + "\n"
     print(report)
     (out / "report.md").write_text(report)
-    summary = {k: float(v.mean()) for k, v in held.items()}
-    (out / "results.json").write_text(json.dumps({"held_out": summary, "cv": {k: float(v.mean()) for k, v in folds.items()},
+    summary = {k: float(v["correct"].mean()) for k, v in held.items()}
+    cv = {k: float(v["correct"].mean()) for k, v in folds.items()}
+    (out / "results.json").write_text(json.dumps({"held_out": summary, "cv": cv,
                                                   "best_teacher": best, "settings": settings}, indent=1))
     return summary
 
@@ -132,13 +153,14 @@ def _pairs(answers: list) -> list[tuple]:
     return [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]
 
 
-def _cross_validate(cands: Candidates, setting: str, k: int) -> dict[str, np.ndarray]:
+def _cross_validate(cands: Candidates, setting: str, k: int) -> dict[str, Row]:
     ids = sorted(cands.split)
     fold = {p: int(p[-6:], 16) % k for p in ids}  # ids are hashes: a fixed, unbiased assignment
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list[Row]] = {}
     for f in range(k):
         fit = [p for p in ids if fold[p] != f]
         target = [p for p in ids if fold[p] == f]
-        for name, v in evaluate(cands, fit, target, BENCH_METHODS, setting).items():
-            parts.setdefault(name, []).append(v)
-    return {name: np.concatenate(v) for name, v in parts.items()}
+        for name, row in evaluate(cands, fit, target, BENCH_METHODS, setting).items():
+            parts.setdefault(name, []).append(row)
+    return {name: {col: np.concatenate([r[col] for r in rows]) for col in ("correct", "kept", "support")}
+            for name, rows in parts.items()}
