@@ -51,6 +51,12 @@ class Curation:
         params = DedupParams(MinHashParams(shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold), scope)
         return self._run("dedup", params.record(), lambda r: dedup_samples(self.store, self.pool, r, params))
 
+    def embedding_dedup(self, threshold: float = 0.95, scope: str = "prompt") -> dict:
+        """Optional semantic dedup with the offline MiniLM model (method "embedding")."""
+        from curation.dedup import embedding_dedup
+        return self._run("dedup", {"method": "embedding", "threshold": threshold, "scope": scope},
+                         lambda r: embedding_dedup(self.store, self.pool, r, threshold, scope))
+
     def decontaminate(self, n: int = 13) -> dict:
         from curation.decontam import decontaminate
         return self._run("decontam", {"n": n}, lambda r: decontaminate(self.store, self.pool, r, n))

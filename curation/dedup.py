@@ -135,3 +135,34 @@ def _verified_pairs(store: Store, phash: str, candidates: list[tuple[str, str]],
     ids = sorted({x for pair in candidates for x in pair})
     sig = {k: np.frombuffer(v, dtype=dtype) for k, v in store.dedup_signatures(phash, ids).items()}
     return [(a, b) for a, b in candidates if float(np.mean(sig[a] == sig[b])) >= threshold]
+
+
+def embedding_dedup(store: Store, pool: str, run_id: str, threshold: float = 0.95, scope: str = "prompt",
+                    verifier: str = VERIFIER, kinds: tuple[str, ...] = TEXT_KINDS) -> dict:
+    """Optional semantic dedup (method "embedding"): MiniLM cosine >= threshold within a scope.
+
+    Incremental like the MinHash pass: only samples without an "embedding" row are new, and only
+    pairs touching a new sample are formed (embeddings come from the on-disk cache after the first run).
+    """
+    from curation.embed import embed_texts, embedding_duplicates
+
+    samples = store.dedup_samples_info(pool, list(kinds), verifier)
+    info = {s["id"]: s for s in samples}
+    existing = store.dedup_clusters("embedding", pool)
+    new = {s["id"] for s in samples if s["id"] not in existing}
+    if not new:
+        return {"samples": len(samples), "new": 0, "near_duplicates": store.dedup_dropped(pool).get("embedding", 0)}
+    groups: dict[str, list[dict]] = {}
+    for s in samples:
+        groups.setdefault(s["prompt_id"] if scope == "prompt" else pool, []).append(s)
+    pairs = []
+    for members in groups.values():
+        if not new.intersection(m["id"] for m in members):
+            continue
+        vectors = embed_texts([sample_text(m) for m in members])
+        pairs += [(a, b) for a, b, _ in embedding_duplicates([m["id"] for m in members], vectors, threshold)
+                  if a in new or b in new]
+    record = {"model": "all-minilm-l6-v2", "threshold": threshold, "scope": scope, "kinds": list(kinds)}
+    with store.transaction():
+        store.upsert_dedup(_cluster_rows("embedding", pairs, existing, info, record, run_id))
+    return {"samples": len(samples), "new": len(new), "near_duplicates": store.dedup_dropped(pool).get("embedding", 0)}

@@ -124,12 +124,20 @@ def cmd_curate(args: argparse.Namespace) -> None:
         run_bench(args.target, args)
         return
     from curation.api import Curation
+    from curation.purify import METHODS
+    from curation.verify import VERIFIERS
     if not args.pool:
         raise DistillError("distill curate needs --pool: the pool to curate (see `distill report`)")
+    if args.method not in METHODS:  # checked before any stage runs: bad input leaves the store unchanged
+        raise DistillError(f"unknown purification method {args.method!r}: choose from {', '.join(METHODS)}")
+    unknown = [v for v in args.verifiers.split(",") if v not in VERIFIERS]
+    if unknown:
+        raise DistillError(f"unknown verifier(s) {unknown}: choose from {', '.join(sorted(VERIFIERS))}")
     with Curation(args.store, args.pool) as c:
         result = {"verify": c.verify(*args.verifiers.split(",")),
                   "dedup": c.dedup(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm,
                                    scope=args.scope),
+                  **({"embedding_dedup": c.embedding_dedup(args.embedding_threshold)} if args.embedding_threshold else {}),
                   "decontam": c.decontaminate(),
                   "purify": c.purify(args.method, **({"aggregator": args.aggregator} if args.aggregator else {})),
                   "export": c.export(args.export, args.out, method=args.method, strategy=args.strategy,
@@ -247,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-perm", type=int, default=128)
     p.add_argument("--scope", choices=["prompt", "pool"], default="prompt",
                    help="duplicates must share a prompt (traces) or may be anywhere in the pool (prompts)")
+    p.add_argument("--embedding-threshold", type=float,
+                   help="also dedup by MiniLM cosine >= this (e.g. 0.95); off by default")
     p.add_argument("--method", default="verified_first", help="purification method (see curation/purify.py)")
     p.add_argument("--aggregator", help="teacher that fuses rationales for --method llm_aggregate")
     p.add_argument("--export", default="sft", choices=["sft", "dpo", "prompt", "tools"])

@@ -1,6 +1,8 @@
 """Incremental dedup over signatures persisted in the store; best member kept, not first seen."""
 import json
 
+import pytest
+
 from curation.dedup import DedupParams, dedup_samples
 from curation.minhash import MinHashParams
 from curation.verify import verify_samples
@@ -81,3 +83,17 @@ def test_parameters_are_recorded(store, pool):
         assert key in params
     row = json.loads(store.query("SELECT params FROM dedup LIMIT 1")[0]["params"])
     assert row["params_hash"] == store.query("SELECT params_hash FROM dedup_params")[0]["params_hash"]
+
+
+def test_embedding_dedup_is_incremental(store, pool):
+    pytest.importorskip("sentence_transformers")
+    from curation.dedup import embedding_dedup
+
+    _synth(store, pool, "a", [_trace(LONG, "maybe"), _trace("Completely unrelated: cats sleep all day.", "maybe")], "ra")
+    first = embedding_dedup(store, pool, "e1", threshold=0.9)
+    assert first["near_duplicates"] == 0  # the two traces of a prompt mean different things
+    _synth(store, pool, "b", [_trace(LONG.replace("rice", "wheat"), "maybe")], "rb")
+    second = embedding_dedup(store, pool, "e2", threshold=0.9)  # cosine 0.94 here
+    n_prompts = store.query("SELECT count(DISTINCT prompt_id) AS n FROM samples")[0]["n"]
+    assert second["new"] == n_prompts and second["near_duplicates"] == n_prompts
+    assert embedding_dedup(store, pool, "e3", threshold=0.9)["new"] == 0
