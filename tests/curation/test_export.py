@@ -98,3 +98,23 @@ def test_parquet_is_readable_by_plain_duckdb(curated, tmp_path):
     curated.export("sft", path)
     rows = duckdb.sql(f"SELECT messages, sample_id FROM read_parquet('{path}')").fetchall()
     assert rows and rows[0][0][0]["role"] == "user"
+
+
+def test_tools_export_keeps_verified_trajectories_in_trl_tool_format(store, tmp_path):
+    from synth.react import generate_trajectories
+
+    problems = [("Gus has 22 shells and gives away 11. How many shells are left?", "11"),
+                ("Ben has 5 stickers and gets 7 more. How many stickers does Ben have now?", "12")]
+    store.add_prompts([PromptRow(id=stable_id("arith", q), source="test", task="arith", input=q, gold=g, split="train")
+                       for q, g in problems], "arith")
+    teacher = ScriptedTeacher("scripted", [" I need 22 minus 11.\nAction: calculator[22 - 11]",
+                                           " The calculator says 11.\nFinal Answer: 11"])
+    generate_trajectories(store, teacher, "arith", "r")  # answers 11 twice: right once
+    c = Curation(store, "arith")
+    c.verify()
+    path = tmp_path / "tools.parquet"
+    card = c.export("tools", path)
+    assert card["rows"] == 1 and _join_count(store, path, "sample_id") == 1
+    row = duckdb.sql(f"SELECT messages, tools FROM read_parquet('{path}')").fetchall()[0]
+    assert [m["role"] for m in row[0]] == ["user", "assistant", "tool", "assistant"]
+    assert {t["function"]["name"] for t in row[1]} >= {"calculator"}
