@@ -1,7 +1,7 @@
 """Vectorised MinHash signatures (uint32, (n, num_perm), as datasketch stores them) and LSH, in numpy.
 
 Why not datasketch directly: `MinHash.update_batch` SHA-1-hashes every shingle in a Python loop,
-one object per document, and `MinHashLSH` keeps Python dicts of bytes keys per band: about 2,000
+one object per document, and `MinHashLSH` keeps Python dicts of bytes keys per band: 2,000-3,000
 docs/s on one core and hundreds of bytes of Python objects per document and band. Here a batch is
 array operations end to end: words are found and hashed in the UTF-8 bytes, n-gram hashes are
 combined arithmetically, the permutations run over all shingles of a chunk at once, and the LSH
@@ -22,7 +22,7 @@ import numpy as np
 from datasketch.lsh import _optimal_param  # private, as is _fmix: requirements.lock pins datasketch
 from datasketch.minhash import _fmix
 
-SCHEME = "poly64-utf8-tokens+poly64-ngrams+affine32"  # recorded with results: signatures depend on it
+SCHEME = "poly64-tokens+poly64-ngrams+datasketch-affine32"  # recorded with results: signatures depend on it
 _M64 = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for polynomial n-gram / band hashes
 _SHINGLES_PER_CHUNK = 8192  # permuted at once: 8192 x 128 x 4 B = 4 MB (measured best of 1K-16K)
 _CHARS_PER_BATCH = 1 << 19  # text tokenised at once: small arrays are faster (cache, no page faults)
@@ -161,8 +161,10 @@ def minhash_of_hashes(hashes: np.ndarray, starts: np.ndarray, num_perm: int, see
 
 def signatures(texts: Sequence[str], params: MinHashParams = MinHashParams()) -> np.ndarray:
     """MinHash signatures, uint32 (len(texts), num_perm). A doc's row depends only on its text and
-    params, not on the rest of the batch. Texts are processed ~1 MB at a time, so working memory
-    stays at tens of MB however many are passed (the result itself is num_perm * 4 B per doc)."""
+    params, not on the rest of the batch. Texts are processed ~0.5M characters at a time, so working
+    memory stays at tens of MB however many are passed (the result itself is num_perm * 4 B per doc)."""
+    if params.ngram < 1:
+        raise ValueError(f"ngram must be >= 1, not {params.ngram}")
     out = np.empty((len(texts), params.num_perm), np.uint32)
     ends = np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)))
     i = 0
