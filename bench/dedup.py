@@ -168,6 +168,33 @@ def run_ours(texts: list[str], p: MinHashParams, batch: int) -> dict:
     return dict(seconds=seconds, cpu=cpu, pairs={(a, b) for a, b, _ in pairs}, peak=peak_above(mem))
 
 
+def run_store(texts: list[str], p: MinHashParams) -> dict:
+    """Ours as the pipeline runs it: `curation.dedup.dedup_samples` on a DuckDB store (signatures and
+    LSH bands written to the store, candidates found by a SQL join). Loading the samples is not timed."""
+    import tempfile
+
+    from curation.dedup import DedupParams, dedup_samples
+    from curation.store import Store
+    from prompts.rows import PromptRow
+
+    with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:
+        store.add_prompts([PromptRow(id="p0", source="bench", task="bench", input="-", gold="", split="train")], "bench")
+        ids = [f"s{i:08d}" for i in range(len(texts))]
+        store.add_requests_and_samples(
+            [dict(key=f"k{i}", model="bench", prompt_id="p0", status="done") for i in range(len(texts))],
+            [dict(id=sid, prompt_id="p0", request_key=f"k{i}", teacher="bench", kind="cot", reasoning=t, answer=None)
+             for i, (sid, t) in enumerate(zip(ids, texts))])
+        mem = reset_peak()
+        began, cpu = time.perf_counter(), time.process_time()
+        dedup_samples(store, "bench", "bench", DedupParams(p, scope="pool"))
+        seconds, cpu = time.perf_counter() - began, time.process_time() - cpu
+        clusters: dict[str, list[int]] = {}
+        for r in store.query("SELECT sample_id, cluster_id FROM dedup WHERE method = 'minhash'"):
+            clusters.setdefault(r["cluster_id"], []).append(int(r["sample_id"][1:]))
+    pairs = {(a, b) for members in clusters.values() for a in members for b in members if a < b}
+    return dict(seconds=seconds, cpu=cpu, pairs=pairs, peak=peak_above(mem))
+
+
 def run_datasketch(texts: list[str], p: MinHashParams) -> tuple[dict, dict]:
     from datasketch import MinHash, MinHashLSH
     mem = reset_peak()
@@ -304,6 +331,7 @@ def main() -> int:
     parser.add_argument("--shingle", choices=("word", "char"), default="word")
     parser.add_argument("--batch", type=int, default=10_000, help="docs per signatures() + LshIndex.add call")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed")
+    parser.add_argument("--no-store", action="store_true", help="skip the row of dedup_samples on a DuckDB store")
     parser.add_argument("--distilabel-python", default="/tmp/venv-distilabel/bin/python")
     args = parser.parse_args()
     p = MinHashParams(shingle=args.shingle, ngram=args.ngram, num_perm=128, threshold=args.threshold)
@@ -323,6 +351,9 @@ def main() -> int:
     print("  ours ...", file=sys.stderr, flush=True)
     run_ours(texts[:WARMUP], p, args.batch)  # first calls pay for imports, caches, page faults
     results["ours"] = run_ours(texts, p, args.batch)
+    if not args.no_store:
+        print("  ours via the store ...", file=sys.stderr, flush=True)
+        results["ours via the store"] = run_store(texts, p)
     print("  datasketch ...", file=sys.stderr, flush=True)
     run_datasketch(texts[:WARMUP], p)
     results["datasketch"], results["datasketch+verify"] = run_datasketch(texts, p)

@@ -39,7 +39,8 @@ class DedupParams:
 
 
 def sample_text(s: dict) -> str:
-    return f"{s['reasoning'] or ''}\nAnswer: {s['answer'] or ''}"
+    """What dedup compares: the reasoning, and the final answer when there is one."""
+    return s["reasoning"] or "" if s["answer"] is None else f"{s['reasoning'] or ''}\nAnswer: {s['answer']}"
 
 
 class _Clusters:
