@@ -13,6 +13,7 @@ score, then the shorter text — not the first seen. Every dedup row records its
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,6 @@ class DedupParams:
         return dict(self.minhash.as_record(), scope=self.scope, kinds=list(self.kinds))
 
     def hash(self) -> str:
-        import json
         return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -67,6 +67,7 @@ def best_first(s: dict) -> tuple:
 
 def _cluster_rows(method: str, pairs: list[tuple[str, str]], existing: dict[str, str], info: dict[str, dict],
                   params: dict, run_id: str) -> list[dict]:
+    params_json = json.dumps(params, sort_keys=True)  # once, not once per row
     """Rows for every cluster touched by `pairs` (new samples joined to old clusters)."""
     uf = _Clusters()
     for sid, cid in existing.items():  # old clusters stay as they were
@@ -84,7 +85,7 @@ def _cluster_rows(method: str, pairs: list[tuple[str, str]], existing: dict[str,
     for members in groups.values():
         members.sort(key=best_first)
         cluster_id = "c" + min(m["id"] for m in members)[1:17]
-        rows += [dict(sample_id=m["id"], method=method, cluster_id=cluster_id, keep=(i == 0), params=params,
+        rows += [dict(sample_id=m["id"], method=method, cluster_id=cluster_id, keep=(i == 0), params=params_json,
                       run_id=run_id) for i, m in enumerate(members)]
     return rows
 
