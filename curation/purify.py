@@ -61,6 +61,17 @@ class Candidates:
                 out.setdefault(k, np.zeros(len(self.teachers)))[j] += 1 / len(keys)
         return out
 
+    def judge_scores(self, prompt_ids: list[str]) -> np.ndarray:
+        """(n, T) mean judge score of each teacher's samples (NaN where none was judged)."""
+        y = np.full((len(prompt_ids), len(self.teachers)), np.nan)
+        col = {t: j for j, t in enumerate(self.teachers)}
+        for i, p in enumerate(prompt_ids):
+            for t in self.teachers:
+                v = [c["judge_score"] for c in self.by_prompt[p] if c["teacher"] == t and c.get("judge_score") is not None]
+                if v:
+                    y[i, col[t]] = float(np.mean(v))
+        return y
+
     def correctness(self, prompt_ids: list[str]) -> np.ndarray:
         """(n, T) 1/0: is the teacher's self-consistent answer right? NaN: no answer or no verdict."""
         y = np.full((len(prompt_ids), len(self.teachers)), np.nan)
@@ -93,8 +104,10 @@ def teacher_scores(cands: Candidates, method: str, fit: list[str], target: list[
     if np.isnan(y).all():
         raise DistillError(f"{method} learns from verdicts on the fit split and there are none: run "
                            "`distill curate` (verify) on a pool with gold answers in its train split first")
-    if method == "plackett_luce":
-        worth = routers.fit_plackett_luce(routers.rankings_from_scores(y), len(cands.teachers))
+    if method == "plackett_luce":  # rankings from judge scores where a judge ran, else from verdicts
+        judged = cands.judge_scores(fit)
+        ranked = judged if not np.isnan(judged).all() else y
+        worth = routers.fit_plackett_luce(routers.rankings_from_scores(ranked), len(cands.teachers))
         return np.tile(worth / worth.sum(), (len(target), 1))
     from curation.embed import embed_texts
 

@@ -111,31 +111,44 @@ def _best_teacher(results: dict[str, Row], teachers: list[str]) -> str:
 
 
 def run_bench(target: str, args: argparse.Namespace) -> dict:
-    if target != "champ":
-        raise DistillError(f"purify-bench knows 'champ', not {target!r}: distill curate purify-bench champ")
+    """`champ` builds its own store under --bench-out; any other target is a pool of --store with
+    traces from several teachers and gold answers (its test split needs traces: import them)."""
     began = time.perf_counter()
     out = Path(args.bench_out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    with Store(out / "champ.duckdb") as store:
-        cands = _prepare(store, settings)
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()] if target == "champ" else []
+    with Store(out / "champ.duckdb" if target == "champ" else args.store) as store:
+        if target == "champ":
+            cands = _prepare(store, settings)
+        else:
+            if not store.count("prompts", "pool = ?", [target]):
+                raise DistillError(f"purify-bench: pool '{target}' is empty in {store.path}: "
+                                   "use `champ`, or a pool with traces from several teachers")
+            verify(store, target, "purify-bench")
+            cands = load_candidates(store, target)
         for cs in cands.by_prompt.values():  # which recorded prompt setting each sample came from
             for c in cs:
                 c["setting"] = json.loads(c["request_params"] or "{}").get("setting")
         fit = sorted(p for p, s in cands.split.items() if s == "train")
         test = sorted(p for p, s in cands.split.items() if s == "test")
-        run_id = store.start_run("purify-bench", {"settings": settings, "methods": BENCH_METHODS})
+        if not fit or not test:
+            raise DistillError(f"purify-bench needs traces on both the train and the test split of '{target}' "
+                               f"(found {len(fit)} train, {len(test)} test prompts with traces)")
+        run_id = store.start_run("purify-bench", {"target": target, "settings": settings, "methods": BENCH_METHODS})
         for m in BENCH_METHODS:  # the held-out split's picks, with provenance, stay in the store
-            purify(store, "champ", run_id, m, splits=("test",), require_verified=False, gold_splits=(), candidates=cands)
+            purify(store, target, run_id, m, splits=("test",), require_verified=False, gold_splits=(), candidates=cands)
         store.finish_run(run_id)
-    held = evaluate(cands, fit, test, BENCH_METHODS, settings[0])
+    setting = settings[0] if settings else None
+    held = evaluate(cands, fit, test, BENCH_METHODS, setting)
     best = _best_teacher(held, cands.teachers)
     agreement = np.nanmean([np.mean([a == b for a, b in _pairs(cands.teacher_answers(p))] or [np.nan]) for p in test])
-    lines = [f"# Purification on CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})", "",
+    title = f"CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})" if target == "champ" \
+        else f"pool '{target}' ({len(cands.teachers)} teachers)"
+    lines = [f"# Purification on {title}", "",
              f"Held-out split: {len(test)} problems (fit on {len(fit)} train problems); "
              f"mean pairwise teacher agreement {agreement:.2f}; best single teacher: {best}.", ""]
     lines += _table(held, best, f"Held-out test split (n={len(test)})")
-    folds = _cross_validate(cands, settings[0], k=5)
+    folds = _cross_validate(cands, setting, k=5)
     lines += _table(folds, _best_teacher(folds, cands.teachers), f"5-fold cross-validation (n={len(cands.split)})")
     lines.append(f"Wall time {time.perf_counter() - began:.1f} s.")
     report = "\n".join(lines) + "\n"
@@ -153,7 +166,7 @@ def _pairs(answers: list) -> list[tuple]:
     return [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]
 
 
-def _cross_validate(cands: Candidates, setting: str, k: int) -> dict[str, Row]:
+def _cross_validate(cands: Candidates, setting: str | None, k: int) -> dict[str, Row]:
     ids = sorted(cands.split)
     fold = {p: int(p[-6:], 16) % k for p in ids}  # ids are hashes: a fixed, unbiased assignment
     parts: dict[str, list[Row]] = {}

@@ -87,3 +87,23 @@ def test_bad_method_and_missing_verdicts_are_clear_errors(store, pool):
     with pytest.raises(DistillError, match="no verdicts|learns from verdicts"):
         purify(store, pool, "r", "classifier_router")
     assert "llm_aggregate" in METHODS and store.count("purified") == 0
+
+
+def test_plackett_luce_ranks_teachers_by_judge_scores_when_present(two_teachers):
+    store = two_teachers.store
+    # A judge that (wrongly) loves "yea": its scores, not the verdicts, set the worths.
+    store.add_verdicts([dict(sample_id=s["id"], verifier="judge:fake", verifier_version="1", passed=None,
+                             score=0.9 if s["teacher"] == "yea" else 0.1, detail="", run_id="j")
+                        for s in store.samples(pool=two_teachers.pool)])
+    two_teachers.purify("plackett_luce", splits=("calibration",), gold_splits=(), require_verified=False)
+    detail = json.loads(store.query("SELECT detail FROM purified WHERE method = 'plackett_luce' LIMIT 1")[0]["detail"])
+    assert detail["scores"]["yea"] > 0.9 > detail["scores"]["nay"]
+
+
+def test_purify_bench_on_a_pool_without_test_traces_is_a_clear_error(two_teachers, tmp_path, capsys):
+    from distill.cli import main
+
+    path = two_teachers.store.path
+    two_teachers.close()
+    code = main(["curate", "purify-bench", "yesno", "--store", str(path), "--bench-out", str(tmp_path)])
+    assert code == 2 and "needs traces on both the train and the test split" in capsys.readouterr().err
