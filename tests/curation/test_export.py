@@ -104,17 +104,19 @@ def test_tools_export_keeps_verified_trajectories_in_trl_tool_format(store, tmp_
     from synth.react import generate_trajectories
 
     problems = [("Gus has 22 shells and gives away 11. How many shells are left?", "11"),
-                ("Ben has 5 stickers and gets 7 more. How many stickers does Ben have now?", "12")]
+                ("Ben has 4 stickers and gets 7 more. How many stickers does Ben have now?", "11"),
+                ("Ada has 9 pens and buys 4 more. How many pens does Ada have now?", "13")]
     store.add_prompts([PromptRow(id=stable_id("arith", q), source="test", task="arith", input=q, gold=g, split="train")
                        for q, g in problems], "arith")
     teacher = ScriptedTeacher("scripted", [" I need 22 minus 11.\nAction: calculator[22 - 11]",
                                            " The calculator says 11.\nFinal Answer: 11"])
-    generate_trajectories(store, teacher, "arith", "r")  # answers 11 twice: right once
+    generate_trajectories(store, teacher, "arith", "r")  # always ends with 11: wrong for Ada
     c = Curation(store, "arith")
     c.verify()
     path = tmp_path / "tools.parquet"
     card = c.export("tools", path)
-    assert card["rows"] == 1 and _join_count(store, path, "sample_id") == 1
-    row = duckdb.sql(f"SELECT messages, tools FROM read_parquet('{path}')").fetchall()[0]
-    assert [m["role"] for m in row[0]] == ["user", "assistant", "tool", "assistant"]
-    assert {t["function"]["name"] for t in row[1]} >= {"calculator"}
+    assert card["rows"] == 2 and _join_count(store, path, "sample_id") == 2
+    rows = duckdb.sql(f"SELECT messages, tools FROM read_parquet('{path}')").fetchall()
+    roles = [[m["role"] for m in r[0]] for r in rows]
+    assert all(r[0] == "user" and r[-1] == "assistant" for r in roles) and any("tool" in r for r in roles)
+    assert {t["function"]["name"] for t in rows[0][1]} >= {"calculator"}
