@@ -265,8 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reasoning", action="store_true", help="assistant turns give the answer only")
     p.add_argument("--force", action="store_true", help="export rows that overlap a held-out split")
     p.add_argument("--drop-contaminated", action="store_true", help="leave rows that overlap a held-out split out")
-    p.add_argument("--settings", default="0-Shot,5-Shot,No C w/o H",
-                   help="purify-bench champ: recorded prompt settings used as each teacher's samples")
+    p.add_argument("--settings", default="0-Shot,5-Shot,Direct C w/o H",
+                   help="purify-bench champ: recorded prompt settings used as each teacher's samples (no hints "
+                        "or partial solutions by default; 'No C w/o H' is a copy of 0-Shot in CHAMP)")
     p.add_argument("--bench-out", default="runs/purify-bench", help="purify-bench: where the report goes")
     p.set_defaults(func=cmd_curate)
 
