@@ -107,3 +107,24 @@ def test_purify_bench_on_a_pool_without_test_traces_is_a_clear_error(two_teacher
     two_teachers.close()
     code = main(["curate", "purify-bench", "yesno", "--store", str(path), "--bench-out", str(tmp_path)])
     assert code == 2 and "needs traces on both the train and the test split" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_llm_aggregation_with_a_real_local_model(store, pool):
+    from synth.teachers import get_teacher
+
+    for name, answer in (("nay", "No"), ("yea", "Yes")):
+        generate_traces(store, ScriptedTeacher(name, [f"Think about it.\nAnswer: {answer}"]), pool,
+                        CotParams(num_samples=1), run_id="r", limit=4)
+    c = Curation(store, pool)
+    c.verify()
+    fuser = get_teacher("smollm2-135m-instruct")
+    out = c.purify("llm_aggregate", aggregator=fuser, require_verified=False, max_new_tokens=48)
+    fused = store.query("SELECT s.*, r.rendered, r.completion_tokens FROM samples s "
+                        "JOIN requests r ON r.key = s.request_key WHERE s.kind = 'aggregate'")
+    assert len(fused) == 4 and all(f["teacher"] == "smollm2-135m-instruct" for f in fused)
+    assert all("Solution 2:" in f["rendered"] and 0 < f["completion_tokens"] <= 48 for f in fused)
+    # Whatever the small model wrote is kept: parsed answers are verified, the rest keep their parse error.
+    verdicts = store.count("verdicts", "sample_id IN (SELECT id FROM samples WHERE kind = 'aggregate')")
+    assert verdicts == 4 and out["selected"] == sum(f["answer"] is not None for f in fused)
+    assert all(f["answer"] is not None or f["parse_error"] for f in fused)
