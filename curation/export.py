@@ -14,8 +14,8 @@ also written beside the file as `<name>.card.md`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -136,7 +136,9 @@ def export(store: Store, pool: str, kind: str, path: str | Path, *, method: str 
             raise DistillError(f"{len(bad)} of {len(rows)} {kind} rows overlap a held-out split (decontam verdicts): "
                                "pass --drop-contaminated to leave them out, or --force to export them anyway")
         rows = [r for r in rows if r not in bad]
-    export_id = "x" + uuid.uuid4().hex[:12]
+    # The id hashes the content: the same rows give the same file, byte for byte, so a trainer
+    # that fingerprints its data reuses its checkpoint when nothing changed.
+    export_id = "x" + hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()[:12]
     for r in rows:
         r["export_id"] = export_id
     _write(path, rows)

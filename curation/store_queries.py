@@ -206,7 +206,7 @@ class CurationQueries:
 
     # -- exports ------------------------------------------------------------------------
     def add_export(self, card: dict, run_id: str | None) -> None:
-        self.con.execute("INSERT INTO exports (id, kind, pool, path, format, rows, options, card, run_id) "
+        self.con.execute("INSERT OR REPLACE INTO exports (id, kind, pool, path, format, rows, options, card, run_id) "
                          "VALUES (?,?,?,?,?,?,?,?,?)", [card["export_id"], card["kind"], card["pool"], card["path"],
                                                         card["format"], card["rows"], _json(card["options"]),
                                                         _json(card), run_id])
