@@ -94,4 +94,18 @@ def _m003_curation(con: duckdb.DuckDBPyConnection) -> None:
             created_at TIMESTAMP DEFAULT current_timestamp)""")
 
 
-MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary, _m003_curation]
+def _m004_teacher_logprobs(con: duckdb.DuckDBPyConnection) -> None:
+    # Offline logit KD: per exported sample, the teacher's log-probs at every completion position,
+    # as arrays (position = row index): top-k ids/log-probs, or tokens sampled from the teacher
+    # with their weights. The tokenizer and chat-template hashes and the hash of the scored token
+    # ids let the trainer refuse targets computed on a different tokenisation.
+    con.execute("""
+        CREATE TABLE teacher_logprobs (
+            sample_id VARCHAR, teacher VARCHAR, mode VARCHAR, k INTEGER, tokenizer_hash VARCHAR,
+            template_hash VARCHAR, tokens_hash VARCHAR, prompt_tokens INTEGER, positions INTEGER,
+            ids BLOB, logprobs BLOB, run_id VARCHAR, created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (sample_id, teacher, mode, k))""")
+
+
+MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary, _m003_curation,
+                                                                  _m004_teacher_logprobs]

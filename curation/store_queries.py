@@ -239,3 +239,18 @@ class CurationQueries:
             SELECT u.prompt_id, p.split, u.method, u.sample_id, s.teacher, s.answer, p.gold, u.detail, u.run_id
             FROM purified u JOIN prompts p ON p.id = u.prompt_id JOIN samples s ON s.id = u.sample_id
             WHERE p.pool = ? AND u.method = ? ORDER BY u.prompt_id""", [pool, method]).df()
+
+    # -- offline logit KD targets (train/teacher_pass.py) ------------------------------------
+    def teacher_logprob_keys(self, teacher: str, mode: str, k: int) -> set[str]:
+        rows = self.con.execute("SELECT sample_id FROM teacher_logprobs WHERE teacher = ? AND mode = ? AND k = ?",
+                                [teacher, mode, k]).fetchall()
+        return {r[0] for r in rows}
+
+    def add_teacher_logprobs(self, rows: list[dict]) -> None:
+        with self.transaction():
+            self._insert("teacher_logprobs", rows, or_replace=True)
+
+    def teacher_logprobs(self, sample_ids: list[str], teacher: str, mode: str, k: int) -> dict[str, dict]:
+        rows = self._dicts("SELECT * FROM teacher_logprobs WHERE teacher = ? AND mode = ? AND k = ? "
+                           "AND sample_id IN (SELECT unnest(?::VARCHAR[]))", [teacher, mode, k, sample_ids])
+        return {r["sample_id"]: r for r in rows}
