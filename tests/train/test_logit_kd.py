@@ -1,0 +1,56 @@
+"""Offline logit KD end to end on tiny models: teacher pass -> stored targets -> student loss goes down."""
+import json
+
+import pytest
+
+from distill.errors import DistillError
+from train.logit_kd import KDSettings, train_logit_kd
+from train.teacher_pass import teacher_pass
+
+MESSAGES = [[{"role": "user", "content": f"What is {i} plus {i}?"},
+             {"role": "assistant", "content": f"Reasoning: add them.\nAnswer: {2 * i}"}] for i in range(6)]
+
+
+@pytest.fixture
+def student(tmp_path):
+    """tiny-random's architecture and tokenizer with other random weights: far from the teacher."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from synth.models import model_path
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(model_path("tiny-random"))
+    for p in model.parameters():
+        p.data.normal_(0, 0.05)
+    model.save_pretrained(tmp_path / "student")
+    AutoTokenizer.from_pretrained(model_path("tiny-random")).save_pretrained(tmp_path / "student")
+    return str(tmp_path / "student")
+
+
+@pytest.fixture
+def export(tmp_path):
+    path = tmp_path / "sft.jsonl"
+    path.write_text("".join(json.dumps({"messages": m, "sample_id": f"s{i}"}) + "\n" for i, m in enumerate(MESSAGES)))
+    return path
+
+
+@pytest.mark.parametrize("divergence,mode", [("forward_kl", "topk"), ("jsd", "topk"), ("forward_kl", "sampled")])
+def test_student_loss_goes_down_on_stored_targets(store, export, student, tmp_path, divergence, mode):
+    teacher_pass(store, export, "tiny-random", student, "r", k=8, mode=mode)
+    settings = KDSettings(max_steps=8, batch_size=3, grad_accum=2, learning_rate=1e-2, k=8, mode=mode,
+                          divergence=divergence, chunk_size=7)
+    out = train_logit_kd(store, export, "tiny-random", student, tmp_path / "kd", settings)
+    losses = out["losses"]  # the same batches recur (6 rows, 6 per step): every step must lower the loss
+    assert out["steps"] == 8 and all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.99 * losses[0]
+    again = train_logit_kd(store, export, "tiny-random", student, tmp_path / "kd", settings)
+    assert again["cached"] is True
+
+
+def test_missing_or_mismatched_targets_are_refused(store, export, tmp_path):
+    with pytest.raises(DistillError, match="teacher_pass"):
+        train_logit_kd(store, export, "tiny-random", "tiny-random", tmp_path / "kd", KDSettings(k=8))
+    teacher_pass(store, export, "tiny-random", "tiny-random", "r", k=8)
+    store.con.execute("UPDATE teacher_logprobs SET tokens_hash = 'other' WHERE sample_id = 's2'")
+    with pytest.raises(DistillError, match="different tokenisation"):
+        train_logit_kd(store, export, "tiny-random", "tiny-random", tmp_path / "kd", KDSettings(k=8))

@@ -1,0 +1,174 @@
+"""Preference training (DPO) of a student on exported pairs, with TRL's DPOTrainer.
+
+    python -m train.dpo --data runs/demo/pairs.jsonl --student smollm2-135m-instruct \
+        --output runs/demo/dpo --max-steps 20
+
+The export (`distill pairs` / `distill curate --export dpo`, JSONL or Parquet) holds TRL's
+conversational `prompt` / `chosen` / `rejected` message lists plus lineage columns
+(prompt_id, chosen_sample_id, rejected_sample_id, margin, strategy, teacher, ...); only the
+three TRL columns reach the trainer. The reference model is a frozen copy of the starting
+student (TRL builds it when `ref_model` is None). A finished run (same data, same student,
+same settings) is found by its content hash and not trained again; a killed one resumes
+from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+from train.sft import _fingerprint
+
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class DPOSettings:
+    max_steps: int = 20
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 5e-6
+    beta: float = 0.1
+    max_length: int = 512
+    seed: int = 0
+    loss_type: str = "sigmoid"  # any TRL DPO loss: sigmoid, ipo, hinge, robust, apo_zero, ...
+
+
+def _read_pairs(data: Path) -> list[dict]:
+    """The pairs file's prompt/chosen/rejected columns as rows; lineage columns are dropped."""
+    if not data.exists():
+        raise DistillError(f"preference data {data} not found: export it with `distill pairs` "
+                           "or `distill curate --export dpo`")
+    if data.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(data).names
+        missing = [c for c in PAIR_COLUMNS if c not in columns]
+        if missing:
+            raise DistillError(f"{data} has no {'/'.join(missing)} column: export DPO pairs with "
+                               "`distill curate --export dpo`")
+        rows = pq.read_table(data, columns=list(PAIR_COLUMNS)).to_pylist()
+    else:
+        rows = []
+        with data.open() as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DistillError(f"{data} line {n} is not JSON: DPO data is JSONL or .parquet") from None
+                missing = [c for c in PAIR_COLUMNS if c not in record]
+                if missing:
+                    raise DistillError(f"{data} line {n} has no {'/'.join(missing)} column: export DPO pairs "
+                                       "with `distill curate --export dpo`")
+                rows.append({c: record[c] for c in PAIR_COLUMNS})
+    if not rows:
+        raise DistillError(f"{data} has no preference pairs: run `distill pairs` first")
+    return rows
+
+
+def _log_series(log_history: list[dict], key: str) -> list[float]:
+    return [log[key] for log in log_history if key in log]
+
+
+def train_dpo(data: str | Path, student: str, output_dir: str | Path,
+              settings: DPOSettings = DPOSettings()) -> dict:
+    """DPO-train `student` on a prompt/chosen/rejected export; returns losses, reward stats and the model dir."""
+    data, output_dir = Path(data), Path(output_dir)
+    rows = _read_pairs(data)
+    final_dir = output_dir / f"dpo-{_fingerprint(data, student, settings)}"
+    summary_path = final_dir / "train_summary.json"
+    if summary_path.exists():
+        return dict(json.loads(summary_path.read_text()), cached=True)
+
+    # Heavy imports stay here so `distill --help` is instant.
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    from synth.models import model_path
+
+    model_dir = model_path(student)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    dataset = Dataset.from_list(rows)
+    checkpoints = output_dir / "checkpoints" / final_dir.name
+    try:
+        config = DPOConfig(
+            output_dir=str(checkpoints), max_steps=settings.max_steps,
+            per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+            learning_rate=settings.learning_rate, beta=settings.beta, loss_type=[settings.loss_type],
+            max_length=settings.max_length, seed=settings.seed,
+            logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
+            report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
+            lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
+        )
+    except ValueError as e:  # e.g. a loss that needs extra settings (exo_pair without label smoothing)
+        raise DistillError(f"invalid DPO settings: {e}") from None
+    try:
+        # ref_model=None: TRL loads a second, frozen copy of the student as the reference policy.
+        trainer = DPOTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
+    except (ValueError, NotImplementedError) as e:
+        if settings.loss_type in str(e) or "loss" in str(e):
+            raise DistillError(f"unsupported loss_type '{settings.loss_type}': {str(e).splitlines()[0]}") from None
+        raise
+    if len(trainer.train_dataset) == 0:
+        raise DistillError(f"every prompt in {data} is longer than max_length={settings.max_length}: raise --max-length")
+    # Resume from the last checkpoint so a killed training run continues instead of restarting.
+    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    history = trainer.state.log_history
+    losses = _log_series(history, "loss")
+    margins = _log_series(history, "rewards/margins")
+    accuracies = _log_series(history, "rewards/accuracies")
+    tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    trainer.save_model(str(tmp_dir))
+    tokenizer.padding_side = "left"
+    tokenizer.save_pretrained(str(tmp_dir))
+    summary = {"model_dir": str(final_dir), "student": student, "rows": len(rows),
+               "rows_used": len(trainer.train_dataset), "steps": result.global_step,
+               "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
+               "losses": losses, "reward_margins": margins, "reward_accuracies": accuracies,
+               "rewards_chosen": _log_series(history, "rewards/chosen"),
+               "rewards_rejected": _log_series(history, "rewards/rejected"),
+               "last_reward_margin": margins[-1] if margins else math.nan,
+               "last_reward_accuracy": accuracies[-1] if accuracies else math.nan,
+               "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
+    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    tmp_dir.replace(final_dir)
+    return dict(summary, cached=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prompt/chosen/rejected JSONL or Parquet from `distill pairs`")
+    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
+    parser.add_argument("--output", default="runs/dpo", help="where checkpoints and the model go")
+    for name, value in asdict(DPOSettings()).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = parser.parse_args(argv)
+    settings = DPOSettings(**{k: getattr(args, k) for k in asdict(DPOSettings())})
+    summary = train_dpo(args.data, args.student, args.output, settings)
+    skip = ("losses", "reward_margins", "reward_accuracies", "rewards_chosen", "rewards_rejected")
+    print(json.dumps({k: v for k, v in summary.items() if k not in skip}, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DistillError as err:
+        import sys
+
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
