@@ -154,6 +154,15 @@ def cmd_script(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
+TRAIN_SCRIPTS = {"sft": "train.sft", "dpo": "train.dpo", "prune": "train.prune", "teacher-pass": "train.teacher_pass",
+                 "logit-kd": "train.logit_kd"}
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    args.script = TRAIN_SCRIPTS[args.method]
+    cmd_script(args)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from curation.store import Store
     from evals.pipeline import evaluate_cascade
@@ -271,11 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-out", default="runs/purify-bench", help="purify-bench: where the report goes")
     p.set_defaults(func=cmd_curate)
 
-    p = _sub(subs, "train", "train a student with TRL (sft)",
-             "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20")
-    p.add_argument("method", choices=["sft"])
+    p = _sub(subs, "train", "train a student: sft, dpo (TRL), offline logit KD (teacher-pass then logit-kd), prune",
+             "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20\n"
+             "  distill train dpo --data runs/dpo.parquet --student smollm2-135m-instruct\n"
+             "  distill train prune --teacher smollm2-135m-instruct --keep every-other --output runs/half\n"
+             "  distill train teacher-pass --store runs/s.duckdb --data runs/sft.jsonl --teacher T --student S\n"
+             "  distill train logit-kd --store runs/s.duckdb --data runs/sft.jsonl --teacher T --student S")
+    p.add_argument("method", choices=list(TRAIN_SCRIPTS))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m train.<method>")
-    p.set_defaults(func=cmd_script, script="train.sft")
+    p.set_defaults(func=cmd_train)
 
     p = _sub(subs, "eval", "score student, teachers and the cascade on held-out human labels",
              "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m")
