@@ -124,6 +124,7 @@ def train_logit_kd(store: Store, data: str | Path, teacher: str, student: str, o
             loss_sum, _ = _micro_batch(model, batch, settings)
             (loss_sum / total).backward()  # normalised by the whole accumulated step's tokens
             step_loss += loss_sum.item() / total
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as TRL's trainers do (max_grad_norm 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(step_loss)
