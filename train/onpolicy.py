@@ -1,0 +1,320 @@
+"""On-policy distillation of a student from a teacher, with TRL's DistillationTrainer.
+
+    python -m train.onpolicy --data runs/demo/prompts.jsonl --student smollm2-135m-instruct \
+        --teacher runs/demo/teacher --output runs/demo/onpolicy --max-steps 20
+    python -m train.onpolicy --data runs/demo/sft.jsonl --student smollm2-135m-instruct \
+        --self-distill --output runs/demo/selfdistill --max-steps 20
+
+The student samples completions for each prompt and is trained to match the teacher's
+next-token distribution on them (generalized JSD: `beta` 0 = forward KL, 0.5 = JSD,
+1 = reverse KL). Data is our prompt-only export (`prompt` message list, plus lineage
+columns) or an SFT export (`messages`: all but the last turn are the prompt, the last
+assistant turn is the verified trace), as JSONL or Parquet.
+
+`lmbda` is the share of on-policy batches (GKD's lambda). TRL's stable DistillationTrainer
+is purely on-policy, so for `lmbda < 1` a small subclass hook swaps, per generation batch
+and with a seeded coin, the student's samples for the data's own completion (the SFT
+export's last assistant turn); that needs an SFT export.
+
+`--self-distill` (on-policy self-distillation): the teacher is a frozen copy of the
+student's initial weights whose prompt also holds the verified trace as privileged
+context, while the student sees only the question. TRL's experimental SDFTTrainer
+(`teacher_model_kind="base"`, `privileged_context` column) implements exactly that and is
+used as is. It is always on-policy, so `lmbda` must stay 1 there.
+
+A teacher behind an HTTP server is not offered: TRL's ServerDistillationTrainer talks to
+vLLM's own `/v1/completions` `prompt_logprobs` extension through a client that needs the
+`vllm` package, which neither installs on a CPU machine nor is spoken by plain
+OpenAI-compatible servers (chat `top_logprobs` scores sampled text, not given token ids).
+
+A finished run (same data, models and settings) is found by its content hash and not
+trained again; a killed one resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from distill.errors import DistillError
+from train.sft import _fingerprint
+
+TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
+                    "Now answer the question yourself.")
+
+
+@dataclass
+class OnPolicySettings:
+    max_steps: int = 20
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 1e-5
+    beta: float = 0.5  # generalized JSD: 0 forward KL, 0.5 JSD, 1 reverse KL
+    lmbda: float = 1.0  # share of generation batches sampled from the student (rest: the data's completion)
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    max_length: int = 512  # prompt + completion tokens; longer prompts are dropped
+    seed: int = 0
+
+
+def _content_text(message: dict) -> str:
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return str(content or "")
+
+
+def _to_row(record: dict, where: str) -> dict:
+    """One export row as {prompt: messages, completion: assistant text or None}."""
+    if record.get("prompt") is not None:
+        prompt = record["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        completion = None
+        extra = record.get("completion")
+        if isinstance(extra, list) and extra:
+            completion = _content_text(extra[-1])
+        elif isinstance(extra, str) and extra:
+            completion = extra
+    elif record.get("messages") is not None:
+        messages = list(record["messages"])
+        if messages and messages[-1].get("role") == "assistant":
+            prompt, completion = messages[:-1], _content_text(messages[-1])
+        else:
+            prompt, completion = messages, None
+    else:
+        raise DistillError(f"{where} has no prompt or messages column: export prompts with "
+                           "`distill curate --export prompt` or traces with `distill curate`")
+    if not prompt or not isinstance(prompt, list) or prompt[-1].get("role") != "user":
+        raise DistillError(f"{where}: the prompt must be a message list ending with a user turn")
+    prompt = [{"role": m["role"], "content": _content_text(m)} for m in prompt]
+    return {"prompt": prompt, "completion": completion or None}
+
+
+def _read_rows(data: Path) -> list[dict]:
+    if not data.exists():
+        raise DistillError(f"training data {data} not found: export it with `distill curate --export prompt` "
+                           "or `distill curate`")
+    if data.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(data).names
+        wanted = [c for c in ("prompt", "messages", "completion") if c in columns]
+        if "prompt" not in wanted and "messages" not in wanted:
+            raise DistillError(f"{data} has no prompt or messages column: export prompts with "
+                               "`distill curate --export prompt` or traces with `distill curate`")
+        records = pq.read_table(data, columns=wanted).to_pylist()
+        rows = [_to_row(r, f"{data} row {n}") for n, r in enumerate(records, 1)]
+    else:
+        rows = []
+        with data.open() as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DistillError(f"{data} line {n} is not JSON: use JSONL or .parquet") from None
+                if not isinstance(record, dict):
+                    raise DistillError(f"{data} line {n} is not a JSON object")
+                rows.append(_to_row(record, f"{data} line {n}"))
+    if not rows:
+        raise DistillError(f"{data} has no prompts: export some with `distill curate`")
+    return rows
+
+
+def _mixed_trainer_class(base):
+    """DistillationTrainer plus GKD's lambda: some generation batches use the data's completions.
+
+    The stable trainer has no off-policy share, and GKD (experimental) is an SFTTrainer that
+    cannot run from a prompt-only export; this one hook keeps a single trainer for both.
+    """
+
+    class MixedPolicyDistillationTrainer(base):
+        lmbda: float = 1.0
+
+        def _generate_and_score_completions(self, inputs):
+            self._batch_completions = [x.get("completion") for x in inputs]
+            return super()._generate_and_score_completions(inputs)
+
+        def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
+            completions = getattr(self, "_batch_completions", None)
+            # Seeded by step so a resumed run makes the same choices.
+            coin = random.Random(f"{self.args.seed}:{self.state.global_step}").random()
+            if not self.model.training:  # evaluation always samples from the student
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+            if self.lmbda >= 1.0 or coin < self.lmbda or not completions or None in completions:
+                self._metrics["train"]["on_policy"].append(1.0)
+                return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+            self._metrics["train"]["on_policy"].append(0.0)
+            out = []
+            for _, text in zip(prompt_ids, completions, strict=True):
+                tail = self._tokenizer(text=text, add_special_tokens=False)["input_ids"]
+                out.append(tail[: self.max_completion_length - 1] + [self.eos_token_ids[0]])
+            return out
+
+    return MixedPolicyDistillationTrainer
+
+
+def _log_series(log_history: list[dict], key: str) -> list[float]:
+    return [log[key] for log in log_history if key in log]
+
+
+def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_dir: str | Path,
+                   settings: OnPolicySettings = OnPolicySettings(), self_distill: bool = False) -> dict:
+    """Distil `teacher` (or, with self_distill, the trace-conditioned student) into `student` on-policy.
+
+    Returns losses, timing and the model dir.
+    """
+    data, output_dir = Path(data), Path(output_dir)
+    if self_distill and teacher:
+        raise DistillError("--self-distill uses the student's own initial weights as teacher: drop --teacher")
+    if not self_distill and not teacher:
+        raise DistillError("no teacher: pass --teacher NAME, or --self-distill with an SFT export")
+    if not 0.0 <= settings.beta <= 1.0:
+        raise DistillError(f"beta={settings.beta} is outside [0, 1]: 0 forward KL, 0.5 JSD, 1 reverse KL")
+    if not 0.0 <= settings.lmbda <= 1.0:
+        raise DistillError(f"lmbda={settings.lmbda} is outside [0, 1]: it is the share of on-policy batches")
+    if settings.temperature <= 0:
+        raise DistillError(f"temperature={settings.temperature} must be positive")
+    if self_distill and settings.lmbda != 1.0:
+        raise DistillError("--self-distill is always on-policy (TRL's SDFTTrainer): leave --lmbda at 1")
+    if settings.max_new_tokens >= settings.max_length:
+        raise DistillError(f"max_new_tokens={settings.max_new_tokens} leaves no room for the prompt in "
+                           f"max_length={settings.max_length}")
+    rows = _read_rows(data)
+    with_completion = sum(r["completion"] is not None for r in rows)
+    if self_distill and with_completion < len(rows):
+        raise DistillError(f"{data}: {len(rows) - with_completion} rows have no verified trace; --self-distill "
+                           "needs an SFT export (`distill curate`) whose last turn is the assistant's trace")
+    if settings.lmbda < 1.0 and with_completion < len(rows):
+        raise DistillError(f"lmbda={settings.lmbda} needs a completion for every row (an SFT export); "
+                           f"{data} has {len(rows) - with_completion} without one")
+    mode = "selfdistill" if self_distill else "onpolicy"
+    identity = json.dumps([student, teacher, mode])
+    final_dir = output_dir / f"{mode}-{_fingerprint(data, identity, settings)}"
+    summary_path = final_dir / "train_summary.json"
+    if summary_path.exists():
+        return dict(json.loads(summary_path.read_text()), cached=True)
+
+    # Heavy imports stay here so `distill --help` is instant.
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from synth.models import model_path
+
+    student_dir = model_path(student)
+    teacher_dir = model_path(teacher) if teacher else None
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_prompt = settings.max_length - settings.max_new_tokens
+
+    def prompt_len(prompt) -> int:
+        return len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"])
+
+    if self_distill:
+        # The teacher's prompt holds the trace too, so it must fit as well.
+        records = [{"prompt": r["prompt"], "privileged_context": r["completion"]} for r in rows
+                   if prompt_len(r["prompt"][:-1] + [{"role": "user", "content": TEACHER_TEMPLATE.format(
+                       prompt=r["prompt"][-1]["content"], privileged_context=r["completion"])}]) <= max_prompt]
+    else:
+        records = [{"prompt": r["prompt"], "completion": r["completion"] or ""} for r in rows
+                   if prompt_len(r["prompt"]) <= max_prompt]
+    if not records:
+        raise DistillError(f"every prompt in {data} is longer than max_length - max_new_tokens = {max_prompt} "
+                           "tokens: raise --max-length")
+    dataset = Dataset.from_list(records)
+    checkpoints = output_dir / "checkpoints" / final_dir.name
+    common = dict(
+        output_dir=str(checkpoints), max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate, temperature=settings.temperature,
+        max_completion_length=settings.max_new_tokens, seed=settings.seed,
+        logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
+        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
+        activation_checkpointing=torch.cuda.is_available(),  # TRL defaults it on; pointless on CPU
+    )
+    if self_distill:
+        from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+        config = SDFTConfig(
+            **common, num_generations=1, max_prompt_length=max_prompt,
+            teacher_model_kind="base",  # a frozen copy of the initial student
+            distillation_mode="full_logits", distillation_alpha=settings.beta,  # same GJSD convention as beta
+            teacher_prompt_template=TEACHER_TEMPLATE,
+        )
+        trainer = SDFTTrainer(model=str(student_dir), args=config, train_dataset=dataset,
+                              processing_class=tokenizer)
+    else:
+        from trl import DistillationConfig, DistillationTrainer
+
+        config = DistillationConfig(**common, beta=settings.beta,
+                                    teacher_model_init_kwargs={"dtype": "float32"})
+        trainer_class = _mixed_trainer_class(DistillationTrainer) if settings.lmbda < 1.0 else DistillationTrainer
+        try:
+            trainer = trainer_class(model=str(student_dir), teacher_model=str(teacher_dir), args=config,
+                                    train_dataset=dataset, processing_class=tokenizer)
+        except ValueError as e:
+            if "vocab" in str(e):
+                raise DistillError(f"teacher {teacher} and student {student} do not share a vocabulary: "
+                                   "on-policy distillation compares full next-token distributions") from None
+            raise
+        trainer.lmbda = settings.lmbda
+    # Resume from the last checkpoint so a killed training run continues instead of restarting.
+    has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    history = trainer.state.log_history
+    losses = _log_series(history, "loss")
+    tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    trainer.save_model(str(tmp_dir))
+    tokenizer.save_pretrained(str(tmp_dir))
+    summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher or "self (initial weights)",
+               "mode": mode, "rows": len(rows), "rows_used": len(records), "steps": result.global_step,
+               "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
+               "losses": losses,
+               "completion_mean_length": _log_series(history, "completions/mean_length"),
+               "on_policy": _log_series(history, "on_policy"),
+               "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
+    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    tmp_dir.replace(final_dir)
+    return dict(summary, cached=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="prompt export or messages export, JSONL or Parquet")
+    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
+    parser.add_argument("--teacher", default=None, help="registry name, path or HF id (same vocabulary)")
+    parser.add_argument("--self-distill", action="store_true",
+                        help="teacher = frozen initial student that also sees the verified trace")
+    parser.add_argument("--output", default="runs/onpolicy", help="where checkpoints and the model go")
+    for name, value in asdict(OnPolicySettings()).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    args = parser.parse_args(argv)
+    settings = OnPolicySettings(**{k: getattr(args, k) for k in asdict(OnPolicySettings())})
+    summary = train_onpolicy(args.data, args.student, args.teacher, args.output, settings,
+                             self_distill=args.self_distill)
+    skip = ("losses", "completion_mean_length", "on_policy")
+    print(json.dumps({k: v for k, v in summary.items() if k not in skip}, indent=1))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except DistillError as err:
+        import sys
+
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
