@@ -154,8 +154,8 @@ def cmd_script(args: argparse.Namespace) -> None:
         raise SystemExit(code)
 
 
-TRAIN_SCRIPTS = {"sft": "train.sft", "dpo": "train.dpo", "prune": "train.prune", "teacher-pass": "train.teacher_pass",
-                 "logit-kd": "train.logit_kd"}
+TRAIN_SCRIPTS = {"sft": "train.sft", "dpo": "train.dpo", "onpolicy": "train.onpolicy", "prune": "train.prune",
+                 "teacher-pass": "train.teacher_pass", "logit-kd": "train.logit_kd"}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -280,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bench-out", default="runs/purify-bench", help="purify-bench: where the report goes")
     p.set_defaults(func=cmd_curate)
 
-    p = _sub(subs, "train", "train a student: sft, dpo (TRL), offline logit KD (teacher-pass then logit-kd), prune",
+    p = _sub(subs, "train", "train a student: sft, dpo, onpolicy (TRL), offline logit KD (teacher-pass, logit-kd), prune",
              "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20\n"
              "  distill train dpo --data runs/dpo.parquet --student smollm2-135m-instruct\n"
+             "  distill train onpolicy --data runs/prompts.jsonl --student runs/half --teacher smollm2-135m-instruct\n"
              "  distill train prune --teacher smollm2-135m-instruct --keep every-other --output runs/half\n"
              "  distill train teacher-pass --store runs/s.duckdb --data runs/sft.jsonl --teacher T --student S\n"
              "  distill train logit-kd --store runs/s.duckdb --data runs/sft.jsonl --teacher T --student S")
