@@ -22,6 +22,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
+from train.common import read_records, add_settings, settings_from, cached_summary, publish, run_script
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -40,33 +41,13 @@ class DPOSettings:
 
 def _read_pairs(data: Path) -> list[dict]:
     """The pairs file's prompt/chosen/rejected columns as rows; lineage columns are dropped."""
-    if not data.exists():
-        raise DistillError(f"preference data {data} not found: export it with `distill pairs` "
-                           "or `distill curate --export dpo`")
-    if data.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        columns = pq.read_schema(data).names
-        missing = [c for c in PAIR_COLUMNS if c not in columns]
+    rows = []
+    for where, record in read_records(data, "export it with `distill pairs` or `distill curate --export dpo`"):
+        missing = [c for c in PAIR_COLUMNS if c not in record]
         if missing:
-            raise DistillError(f"{data} has no {'/'.join(missing)} column: export DPO pairs with "
-                               "`distill curate --export dpo`")
-        rows = pq.read_table(data, columns=list(PAIR_COLUMNS)).to_pylist()
-    else:
-        rows = []
-        with data.open() as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise DistillError(f"{data} line {n} is not JSON: DPO data is JSONL or .parquet") from None
-                missing = [c for c in PAIR_COLUMNS if c not in record]
-                if missing:
-                    raise DistillError(f"{data} line {n} has no {'/'.join(missing)} column: export DPO pairs "
-                                       "with `distill curate --export dpo`")
-                rows.append({c: record[c] for c in PAIR_COLUMNS})
+            raise DistillError(f"{where} has no {'/'.join(missing)} column: export DPO pairs "
+                               "with `distill curate --export dpo`")
+        rows.append({c: record[c] for c in PAIR_COLUMNS})
     if not rows:
         raise DistillError(f"{data} has no preference pairs: run `distill pairs` first")
     return rows
@@ -82,9 +63,9 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
     data, output_dir = Path(data), Path(output_dir)
     rows = _read_pairs(data)
     final_dir = output_dir / f"dpo-{_fingerprint(data, student, settings)}"
-    summary_path = final_dir / "train_summary.json"
-    if summary_path.exists():
-        return dict(json.loads(summary_path.read_text()), cached=True)
+    cached = cached_summary(final_dir)
+    if cached:
+        return cached
 
     # Heavy imports stay here so `distill --help` is instant.
     import torch
@@ -143,11 +124,7 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
                "last_reward_margin": margins[-1] if margins else math.nan,
                "last_reward_accuracy": accuracies[-1] if accuracies else math.nan,
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    tmp_dir.replace(final_dir)
-    return dict(summary, cached=False)
+    return publish(tmp_dir, final_dir, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -155,20 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="prompt/chosen/rejected JSONL or Parquet from `distill pairs`")
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--output", default="runs/dpo", help="where checkpoints and the model go")
-    for name, value in asdict(DPOSettings()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    add_settings(parser, DPOSettings)
     args = parser.parse_args(argv)
-    settings = DPOSettings(**{k: getattr(args, k) for k in asdict(DPOSettings())})
+    settings = settings_from(args, DPOSettings)
     summary = train_dpo(args.data, args.student, args.output, settings)
     skip = ("losses", "reward_margins", "reward_accuracies", "rewards_chosen", "rewards_rejected")
     print(json.dumps({k: v for k, v in summary.items() if k not in skip}, indent=1))
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DistillError as err:
-        import sys
-
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

@@ -25,6 +25,7 @@ import numpy as np
 from curation.store import Store
 from distill.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
+from train.common import add_settings, settings_from, cached_summary, publish, run_script
 
 
 @dataclass
@@ -104,8 +105,9 @@ def train_logit_kd(store: Store, data: str | Path, teacher: str, student: str, o
     examples = build_examples(store, data, teacher, tokenizer, settings)
     key = hashlib.sha256(Path(data).read_bytes() + json.dumps([teacher, student, asdict(settings)]).encode())
     final_dir = Path(output_dir) / f"kd-student-{key.hexdigest()[:12]}"
-    if (final_dir / "train_summary.json").exists():
-        return dict(json.loads((final_dir / "train_summary.json").read_text()), cached=True)
+    cached = cached_summary(final_dir)
+    if cached:
+        return cached
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(student_dir).to(device).train()
@@ -135,9 +137,7 @@ def train_logit_kd(store: Store, data: str | Path, teacher: str, student: str, o
                "steps": settings.max_steps, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
                "train_runtime_s": time.perf_counter() - began, "settings": asdict(settings)}
-    (tmp / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    tmp.replace(final_dir)
-    return dict(summary, cached=False)
+    return publish(tmp, final_dir, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -147,14 +147,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--teacher", required=True)
     parser.add_argument("--student", required=True)
     parser.add_argument("--output", default="runs/kd-student")
-    for name, value in asdict(KDSettings()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    add_settings(parser, KDSettings)
     args = parser.parse_args(argv)
-    settings = KDSettings(**{k: getattr(args, k) for k in asdict(KDSettings())})
+    settings = settings_from(args, KDSettings)
     with Store(args.store) as store:
         summary = train_logit_kd(store, args.data, args.teacher, args.student, args.output, settings)
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
+from train.common import read_records, add_settings, settings_from, cached_summary, publish, run_script
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -96,32 +97,12 @@ def _to_row(record: dict, where: str) -> dict:
 
 
 def _read_rows(data: Path) -> list[dict]:
-    if not data.exists():
-        raise DistillError(f"training data {data} not found: export it with `distill curate --export prompt` "
-                           "or `distill curate`")
-    if data.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        columns = pq.read_schema(data).names
-        wanted = [c for c in ("prompt", "messages", "completion") if c in columns]
-        if "prompt" not in wanted and "messages" not in wanted:
-            raise DistillError(f"{data} has no prompt or messages column: export prompts with "
+    rows = []
+    for where, record in read_records(data, "export it with `distill curate --export prompt` or `distill curate`"):
+        if "prompt" not in record and "messages" not in record:
+            raise DistillError(f"{where} has no prompt or messages column: export prompts with "
                                "`distill curate --export prompt` or traces with `distill curate`")
-        records = pq.read_table(data, columns=wanted).to_pylist()
-        rows = [_to_row(r, f"{data} row {n}") for n, r in enumerate(records, 1)]
-    else:
-        rows = []
-        with data.open() as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise DistillError(f"{data} line {n} is not JSON: use JSONL or .parquet") from None
-                if not isinstance(record, dict):
-                    raise DistillError(f"{data} line {n} is not a JSON object")
-                rows.append(_to_row(record, f"{data} line {n}"))
+        rows.append(_to_row(record, where))
     if not rows:
         raise DistillError(f"{data} has no prompts: export some with `distill curate`")
     return rows
@@ -197,9 +178,9 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
     mode = "selfdistill" if self_distill else "onpolicy"
     identity = json.dumps([student, teacher, mode])
     final_dir = output_dir / f"{mode}-{_fingerprint(data, identity, settings)}"
-    summary_path = final_dir / "train_summary.json"
-    if summary_path.exists():
-        return dict(json.loads(summary_path.read_text()), cached=True)
+    cached = cached_summary(final_dir)
+    if cached:
+        return cached
 
     # Heavy imports stay here so `distill --help` is instant.
     import torch
@@ -285,11 +266,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
                "completion_mean_length": _log_series(history, "completions/mean_length"),
                "on_policy": _log_series(history, "on_policy"),
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    tmp_dir.replace(final_dir)
-    return dict(summary, cached=False)
+    return publish(tmp_dir, final_dir, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -300,10 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--self-distill", action="store_true",
                         help="teacher = frozen initial student that also sees the verified trace")
     parser.add_argument("--output", default="runs/onpolicy", help="where checkpoints and the model go")
-    for name, value in asdict(OnPolicySettings()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    add_settings(parser, OnPolicySettings)
     args = parser.parse_args(argv)
-    settings = OnPolicySettings(**{k: getattr(args, k) for k in asdict(OnPolicySettings())})
+    settings = settings_from(args, OnPolicySettings)
     summary = train_onpolicy(args.data, args.student, args.teacher, args.output, settings,
                              self_distill=args.self_distill)
     skip = ("losses", "completion_mean_length", "on_policy")
@@ -311,10 +287,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DistillError as err:
-        import sys
-
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.errors import DistillError
+from train.common import run_script
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -153,10 +154,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DistillError as err:
-        import sys
-
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

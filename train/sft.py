@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
+from train.common import add_settings, settings_from, cached_summary, publish, run_script
 
 
 @dataclass
@@ -46,9 +47,9 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
     if settings.loss_on not in ("assistant", "all"):
         raise DistillError(f"unknown loss_on '{settings.loss_on}': use 'assistant' or 'all'")
     final_dir = output_dir / f"student-{_fingerprint(data, student, settings)}"
-    summary_path = final_dir / "train_summary.json"
-    if summary_path.exists():
-        return dict(json.loads(summary_path.read_text()), cached=True)
+    cached = cached_summary(final_dir)
+    if cached:
+        return cached
 
     # Heavy imports stay here so `distill --help` is instant.
     import torch
@@ -91,12 +92,7 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
                "steps": result.global_step, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    if final_dir.exists():
-        import shutil
-        shutil.rmtree(final_dir)
-    tmp_dir.replace(final_dir)
-    return dict(summary, cached=False)
+    return publish(tmp_dir, final_dir, summary)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,13 +100,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="messages-format JSONL from `distill curate`")
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--output", default="runs/student", help="where checkpoints and the model go")
-    for name, value in asdict(SFTSettings()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+    add_settings(parser, SFTSettings)
     args = parser.parse_args(argv)
-    settings = SFTSettings(**{k: getattr(args, k) for k in asdict(SFTSettings())})
+    settings = settings_from(args, SFTSettings)
     summary = train_sft(args.data, args.student, args.output, settings)
     print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ import numpy as np
 
 from curation.store import Store
 from distill.errors import DistillError
+from train.common import run_script
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -164,4 +165,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)
