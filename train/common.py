@@ -67,3 +67,17 @@ def read_records(data: Path, missing_hint: str) -> list[tuple[str, dict]]:
                 raise DistillError(f"{data} line {n} is not a JSON object")
             records.append((f"{data} line {n}", record))
     return records
+
+
+def training_tokenizer(student: str):
+    """(model dir, tokenizer padded on the right with a pad token) of a registry name, path or HF id."""
+    from transformers import AutoTokenizer
+
+    from synth.models import model_path
+
+    model_dir = model_path(student)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model_dir, tokenizer

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import read_records, add_settings, settings_from, cached_summary, publish, run_script
+from train.common import add_settings, cached_summary, publish, read_records, run_script, settings_from, training_tokenizer
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -70,16 +70,9 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
     # Heavy imports stay here so `distill --help` is instant.
     import torch
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from synth.models import model_path
-
-    model_dir = model_path(student)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model_dir, tokenizer = training_tokenizer(student)
     dataset = Dataset.from_list(rows)
     checkpoints = output_dir / "checkpoints" / final_dir.name
     try:

@@ -25,7 +25,7 @@ import numpy as np
 from curation.store import Store
 from distill.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
-from train.common import add_settings, settings_from, cached_summary, publish, run_script
+from train.common import add_settings, cached_summary, publish, run_script, settings_from
 
 
 @dataclass

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import read_records, add_settings, settings_from, cached_summary, publish, run_script
+from train.common import add_settings, cached_summary, publish, read_records, run_script, settings_from
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")

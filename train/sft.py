@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
-from train.common import add_settings, settings_from, cached_summary, publish, run_script
+from train.common import add_settings, cached_summary, publish, run_script, settings_from, training_tokenizer
 
 
 @dataclass
@@ -54,16 +54,9 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
     # Heavy imports stay here so `distill --help` is instant.
     import torch
     from datasets import load_dataset
-    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from synth.models import model_path
-
-    model_dir = model_path(student)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model_dir, tokenizer = training_tokenizer(student)
     dataset = load_dataset("json", data_files=str(data), split="train")
     if "messages" not in dataset.column_names:
         raise DistillError(f"{data} has no 'messages' column: export with `distill curate`")
