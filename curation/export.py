@@ -108,11 +108,6 @@ def _write(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def write_jsonl(path: str | Path, rows: list[dict]) -> dict:
-    _write(Path(path), rows)
-    return {"rows": len(rows), "path": str(path)}
-
-
 def export(store: Store, pool: str, kind: str, path: str | Path, *, method: str = "verified_first",
            strategy: str = "verified", reasoning: bool = True, force: bool = False,
            drop_contaminated: bool = False, run_id: str | None = None) -> dict:

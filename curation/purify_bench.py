@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.purify import Candidates, choose, load_candidates, purify
+from curation.purify import Candidates, _agreement, choose, load_candidates, purify
 from curation.store import Store
 from curation.verify import verify
 from distill.errors import DistillError
@@ -141,7 +141,7 @@ def run_bench(target: str, args: argparse.Namespace) -> dict:
     setting = settings[0] if settings else None
     held = evaluate(cands, fit, test, BENCH_METHODS, setting)
     best = _best_teacher(held, cands.teachers)
-    agreement = np.nanmean([np.mean([a == b for a, b in _pairs(cands.teacher_answers(p))] or [np.nan]) for p in test])
+    agreement = np.nanmean([_agreement(cands.teacher_answers(p)) or np.nan for p in test])
     title = f"CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})" if target == "champ" \
         else f"pool '{target}' ({len(cands.teachers)} teachers)"
     lines = [f"# Purification on {title}", "",
@@ -159,11 +159,6 @@ def run_bench(target: str, args: argparse.Namespace) -> dict:
     (out / "results.json").write_text(json.dumps({"held_out": summary, "cv": cv,
                                                   "best_teacher": best, "settings": settings}, indent=1))
     return summary
-
-
-def _pairs(answers: list) -> list[tuple]:
-    given = [a for a in answers if a is not None]
-    return [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]
 
 
 def _cross_validate(cands: Candidates, setting: str | None, k: int) -> dict[str, Row]:

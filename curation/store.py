@@ -15,7 +15,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import duckdb
 import pyarrow as pa

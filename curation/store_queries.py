@@ -60,10 +60,11 @@ class CurationQueries:
         self.con.execute("INSERT OR IGNORE INTO dedup_params VALUES (?, ?)", [params_hash, _json(params)])
         self._insert("dedup_index", index_rows)
         n = len(band_rows["sample_id"])
+        # `bands` is read by name in the SQL below (a DuckDB replacement scan).
         bands = pa.table({"params_hash": pa.array([band_rows["params_hash"]] * n),
                           "scope": pa.array(band_rows["scope"]), "band": pa.array(band_rows["band"], pa.int16()),
                           "band_hash": pa.array(band_rows["band_hash"], pa.uint64()),
-                          "sample_id": pa.array(band_rows["sample_id"])})
+                          "sample_id": pa.array(band_rows["sample_id"])})  # noqa: F841
         self.con.execute("INSERT INTO dedup_bands SELECT * FROM bands")
 
     def dedup_exact_pairs(self, params_hash: str, new_ids: list[str]) -> list[tuple[str, str]]:
@@ -105,11 +106,6 @@ class CurationQueries:
                                 "JOIN samples s ON s.id = d.sample_id JOIN prompts p ON p.id = s.prompt_id "
                                 "WHERE p.pool = ? GROUP BY 1", [pool]).fetchall()
         return dict(rows)
-
-    def replace_dedup(self, method: str, rows: list[dict]) -> None:
-        with self.transaction():
-            self.con.execute("DELETE FROM dedup WHERE method = ?", [method])
-            self._insert("dedup", rows)
 
     def replace_purified(self, method: str, rows: list[dict], prompt_ids: list[str]) -> None:
         """Replace one method's rows for these prompts (other pools and splits keep theirs)."""
@@ -159,10 +155,6 @@ class CurationQueries:
             LEFT JOIN verdicts v ON v.sample_id = s.id AND starts_with(v.verifier, ?)
             WHERE p.pool = ? AND s.kind IN ({marks}) GROUP BY ALL ORDER BY s.id""",
             [verifier_prefix, pool, *kinds])
-
-    def train_samples_of_kind(self, pool: str, kind: str) -> list[dict]:
-        return self._dicts("SELECT s.*, p.input, p.gold, p.choices FROM samples s JOIN prompts p ON p.id = s.prompt_id "
-                           "WHERE p.pool = ? AND p.split = 'train' AND s.kind = ? ORDER BY s.id", [pool, kind])
 
     def samples_by_id(self, ids: list[str]) -> dict[str, dict]:
         if not ids:

@@ -161,9 +161,6 @@ def verify_samples(store: Store, pool: str, run_id: str) -> dict:
     return verify(store, pool, run_id, [VERIFIER])[VERIFIER]
 
 
-TOOL_VERIFIER = "bfcl"
-
-
 def verify_tool_samples(store: Store, pool: str, run_id: str) -> dict:
     """Final answers of tool trajectories vs gold; BFCL calls vs ground truth (AST match)."""
     out = verify(store, pool, run_id, [VERIFIER, "bfcl"])

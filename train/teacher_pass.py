@@ -23,7 +23,7 @@ import numpy as np
 
 from curation.store import Store
 from distill.errors import DistillError
-from train.common import run_script
+from train.common import read_records, run_script
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -43,13 +43,7 @@ def tokens_hash(ids: list[int]) -> str:
 def read_rows(data: str | Path) -> list[dict]:
     """SFT export rows (JSONL or Parquet) that carry `messages` and a `sample_id`."""
     data = Path(data)
-    if not data.exists():
-        raise DistillError(f"training data {data} not found: export it with `distill curate --export sft`")
-    if data.suffix == ".parquet":
-        import pyarrow.parquet as pq
-        rows = pq.read_table(data).to_pylist()
-    else:
-        rows = [json.loads(line) for line in data.read_text().splitlines() if line.strip()]
+    rows = [r for _, r in read_records(data, "export it with `distill curate --export sft`")]
     if not rows or "messages" not in rows[0] or "sample_id" not in rows[0]:
         raise DistillError(f"{data} needs `messages` and `sample_id` columns: export with `distill curate --export sft`")
     return rows
