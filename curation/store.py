@@ -102,9 +102,14 @@ class Store(CurationQueries):
                          [run_id, stage, _json(config), git_sha()])
         return run_id
 
-    def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None) -> None:
-        self.con.execute("UPDATE runs SET finished_at = current_timestamp, status = ?, timings = ?, summary = ? "
-                         "WHERE id = ?", [status, _json(timings), _json(self.run_summary(run_id)), run_id])
+    def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None,
+                   summary: dict | None = None, config: dict | None = None) -> None:
+        """Close a run. `summary` replaces the teacher-call summary (training runs make no calls);
+        `config` replaces the one given at start (a trainer resolves its full config only once built)."""
+        summary = self.run_summary(run_id) if summary is None else summary
+        self.con.execute("UPDATE runs SET finished_at = current_timestamp, status = ?, timings = ?, summary = ?, "
+                         "config = coalesce(?, config) WHERE id = ?",
+                         [status, _json(timings), _json(summary), _json(config), run_id])
 
     def run_summary(self, run_id: str) -> dict:
         """Per model: requests by status, tokens, cost and error classes of this run's teacher calls."""

@@ -10,9 +10,11 @@ example:
   # then: OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="sk-local").chat.completions.create(
   #           model="smollm2-135m-instruct", messages=[{"role": "user", "content": "Hi"}])
   distill serve --model echo --faults "429@1,3;500@2"   # no model: replies "echo: <first 8 words>"
+  distill serve --cascade runs/eval/cascade.json          # student first, teacher when unsure
 
 Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions, GET /health, and the
-Batch API (/v1/files, /v1/batches: synth/batch_server.py).
+Batch API (/v1/files, /v1/batches: synth/batch_server.py). /v1/completions also speaks vLLM's
+`prompt_logprobs` (synth/prompt_logprobs.py): a teacher for `distill train onpolicy --teacher-url`.
 Greedy answers do not depend on which requests share a batch; sampled ones (temperature > 0)
 do, because the generator seeds each batch, not each row. A request without a seed uses --seed.
 Unknown request fields (top_p, user, ...) are ignored, as most compatible servers do; streaming
@@ -38,7 +40,7 @@ from aiohttp import web
 from distill.errors import DistillError
 from synth import batch_server
 from synth import faults as fault_kinds
-from synth import openai_api
+from synth import openai_api, prompt_logprobs
 from synth.faults import FaultPlan, parse_faults
 from synth.openai_api import DEFAULT_MAX_TOKENS, MAX_TOKENS_CAP  # noqa: F401  (re-exported)
 from synth.openai_api import ApiError, GenParams, Reply, bad, check_common
@@ -70,6 +72,9 @@ class _EchoBackend:
         tokens = _split_words(text)
         reply = Reply(text, len(prompt.split()), finish, tokens, [0.0] * len(tokens))
         return [replace(reply, tokens=list(tokens), logprobs=list(reply.logprobs)) for _ in range(params.n)]
+
+    async def score(self, body: dict[str, Any], default_seed: int) -> tuple[Any, list[dict[str, Any]]]:
+        raise bad("prompt_logprobs and token-id prompts need a model: serve one with --model NAME", "prompt")
 
     def close(self) -> None:
         pass
@@ -160,6 +165,19 @@ class _ModelBackend:
         for job, replies in zip(jobs, out):
             if not job.future.done():
                 job.future.set_result(replies)
+
+    async def score(self, body: dict[str, Any], default_seed: int) -> tuple[Any, list[dict[str, Any]]]:
+        """A vLLM scoring request (synth/prompt_logprobs.py) is a batch already (TRL sends a training
+        batch at once), so it skips the collector and runs on the model thread between batches."""
+        g = self.generator
+        req = prompt_logprobs.parse(body, g.tokenizer, g.model.get_output_embeddings().weight.shape[0], default_seed)
+        try:
+            choices = await asyncio.get_running_loop().run_in_executor(
+                self.executor, prompt_logprobs.score, g.model, g.tokenizer, req, self.max_batch)
+        except Exception as exc:  # fails this request (HTTP 500), not the server
+            raise ApiError(500, f"scoring failed: {exc}") from None
+        self.stats.add_batch(len(req.sequences))
+        return req, choices
 
     def _generate(self, prompts: list[str], params: GenParams) -> list[list[Reply]]:
         g = self.generator
@@ -305,6 +323,9 @@ class _Server:
         return openai_api.chat_response(self.model, replies, top_n, bool(body.get("logprobs")))
 
     async def _completion_body(self, body: dict[str, Any], truncate: bool) -> dict[str, Any]:
+        if prompt_logprobs.wants_scoring(body):
+            req, choices = await self.backend.score(body, self.seed)
+            return prompt_logprobs.response(self.model, req, choices)
         prompts, params, top_n = openai_api.completion_request(body, self.seed)
         rows = await asyncio.gather(*(self._replies(p, params, truncate) for p in prompts))
         return openai_api.completion_response(self.model, list(rows), params.n, top_n)
@@ -360,16 +381,25 @@ def _run_loop(loop: asyncio.AbstractEventLoop, server: _Server, host: str, port:
         loop.close()
 
 
+def check_options(latency_s: float, max_batch: int, batch_wait_ms: float, port: int) -> None:
+    if latency_s < 0 or max_batch < 1 or batch_wait_ms < 0 or not 0 <= port <= 65535:
+        raise DistillError("serve needs --latency >= 0, --max-batch >= 1, --batch-wait-ms >= 0 and a port 0-65535")
+
+
 def start_server(model: str, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                  faults: str | None = None, seed: int = 0, max_batch: int = 16,
                  batch_wait_ms: float = 5.0) -> ServerHandle:
     """Load `model` ("echo" for none), listen on host:port (0 picks a free port) and return."""
-    if latency_s < 0 or max_batch < 1 or batch_wait_ms < 0 or not 0 <= port <= 65535:
-        raise DistillError("serve needs --latency >= 0, --max-batch >= 1, --batch-wait-ms >= 0 and a port 0-65535")
+    check_options(latency_s, max_batch, batch_wait_ms, port)
     plan = parse_faults(faults, seed)  # before loading a model: a typo should fail fast
     stats = _Stats()
     backend: Any = _EchoBackend() if model == "echo" else _ModelBackend(model, max_batch, batch_wait_ms / 1000, stats)
-    server = _Server(model, backend, plan, latency_s, seed, stats)
+    return launch(_Server(model, backend, plan, latency_s, seed, stats), host, port)
+
+
+def launch(server: _Server, host: str, port: int) -> ServerHandle:
+    """Run `server` on its own event-loop thread (also used by evals/serve_cascade.py)."""
+    backend = server.backend
     loop = asyncio.new_event_loop()
     started, box = threading.Event(), {}
     thread = threading.Thread(target=_run_loop, args=(loop, server, host, port, started, box),
@@ -407,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     head, _, example = __doc__.partition("example:\n")
     parser = argparse.ArgumentParser(prog="distill serve", description=head.strip(), epilog="example:\n" + example,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="registry name, local path, or 'echo' (no model)")
+    parser.add_argument("--model", help="registry name, local path, or 'echo' (no model)")
+    parser.add_argument("--cascade", metavar="SPEC", help="serve a calibrated cascade instead: the cascade.json "
+                        "of `distill eval cascade` (evals/serve_cascade.py)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added before every answer")
@@ -416,14 +448,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=16, help="most requests per model call")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     args = parser.parse_args(argv)
+    options = dict(host=args.host, port=args.port, latency_s=args.latency, faults=args.faults, seed=args.seed,
+                   max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
     try:
-        handle = start_server(args.model, host=args.host, port=args.port, latency_s=args.latency,
-                              faults=args.faults, seed=args.seed, max_batch=args.max_batch,
-                              batch_wait_ms=args.batch_wait_ms)
+        if (args.model is None) == (args.cascade is None):
+            raise DistillError("serve needs one of --model NAME or --cascade SPEC.json")
+        if args.cascade:
+            from evals.serve_cascade import start_cascade_server  # evals loads only for a cascade
+
+            handle = start_cascade_server(args.cascade, **options)
+        else:
+            handle = start_server(args.model, **options)
     except DistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"serving {args.model} at {handle.url} (Ctrl-C stops)", flush=True)
+    print(f"serving {args.model or 'cascade ' + args.cascade} at {handle.url} (Ctrl-C stops)", flush=True)
     try:
         with _sigterm_as_interrupt():
             threading.Event().wait()

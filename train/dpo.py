@@ -22,7 +22,8 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import add_settings, cached_summary, publish, read_records, run_script, settings_from, training_tokenizer
+from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
+                          run_script, settings_from, training_tokenizer)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -58,8 +59,11 @@ def _log_series(log_history: list[dict], key: str) -> list[float]:
 
 
 def train_dpo(data: str | Path, student: str, output_dir: str | Path,
-              settings: DPOSettings = DPOSettings()) -> dict:
-    """DPO-train `student` on a prompt/chosen/rejected export; returns losses, reward stats and the model dir."""
+              settings: DPOSettings = DPOSettings(), run: TrainingRun | None = None) -> dict:
+    """DPO-train `student` on a prompt/chosen/rejected export; returns losses, reward stats and the model dir.
+
+    `run`, when given, receives the trainer's resolved config for the run record in the store.
+    """
     data, output_dir = Path(data), Path(output_dir)
     rows = _read_pairs(data)
     final_dir = output_dir / f"dpo-{_fingerprint(data, student, settings)}"
@@ -87,6 +91,8 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
         )
     except ValueError as e:  # e.g. a loss that needs extra settings (exo_pair without label smoothing)
         raise DistillError(f"invalid DPO settings: {e}") from None
+    if run:
+        run.add_config(trainer=config.to_dict())
     try:
         # ref_model=None: TRL loads a second, frozen copy of the student as the reference policy.
         trainer = DPOTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
@@ -125,12 +131,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="prompt/chosen/rejected JSONL or Parquet from `distill pairs`")
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--output", default="runs/dpo", help="where checkpoints and the model go")
+    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
     add_settings(parser, DPOSettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, DPOSettings)
-    summary = train_dpo(args.data, args.student, args.output, settings)
     skip = ("losses", "reward_margins", "reward_accuracies", "rewards_chosen", "rewards_rejected")
-    print(json.dumps({k: v for k, v in summary.items() if k not in skip}, indent=1))
+    with recorded_run(args.store, "train-dpo", vars(args)) as run:
+        summary = train_dpo(args.data, args.student, args.output, settings, run=run)
+        run.summary = {k: v for k, v in summary.items() if k not in skip}
+    print(json.dumps(run.summary, indent=1))
 
 
 if __name__ == "__main__":

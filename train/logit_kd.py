@@ -3,12 +3,16 @@
     python -m train.teacher_pass --store S --data runs/sft.jsonl --teacher T --student STUDENT --k 20
     python -m train.logit_kd --store S --data runs/sft.jsonl --teacher T --student STUDENT --max-steps 50
 
-TRL has no trainer for cached teacher log-probs (trl #2255, #3055), so this is ours: a plain
-PyTorch loop (AdamW, gradient accumulation) whose loss is train/kd_losses.py on the student's
-final hidden states at the completion positions, chunked so the full-vocabulary logits are never
+    accelerate launch --config_file train/configs/ddp.yaml -m train.logit_kd --store S ...
+
+TRL has no trainer for cached teacher log-probs (trl #2255, #3055), so this is ours: a PyTorch
+loop on `accelerate` (AdamW, gradient accumulation, device placement, mixed precision, DDP / FSDP
+/ DeepSpeed under `accelerate launch`) whose loss is train/kd_losses.py on the student's final
+hidden states at the completion positions, chunked so the full-vocabulary logits are never
 materialised. Targets are matched to rows by sample id (never by step), and refused when the
 student's tokenisation of a row differs from the one the teacher scored (token-id hash). Each
-accumulated step is normalised by the target tokens of all its micro-batches (trl #4719).
+accumulated step is normalised by the target tokens of all its micro-batches on all processes
+(trl #4719), which is why this is not accelerate's own loss averaging.
 """
 from __future__ import annotations
 
@@ -25,7 +29,9 @@ import numpy as np
 from curation.store import Store
 from distill.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
-from train.common import add_settings, cached_summary, publish, run_script, settings_from
+from train.common import add_settings, cached_summary, publish, recorded_run, run_script, settings_from
+
+MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class KDSettings:
     max_length: int = 512
     chunk_size: int = 1024
     seed: int = 0
+    mixed_precision: str = "auto"  # auto (accelerate launch's choice, else no) | no | bf16 | fp16
 
 
 def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, settings: KDSettings) -> list[dict]:
@@ -65,34 +72,73 @@ def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, sett
     return examples
 
 
-def _micro_batch(model, batch: list[dict], settings: KDSettings):
-    """(summed loss, target tokens) of one micro-batch."""
+def _kd_student(model, settings: KDSettings):
+    """`model` wrapped so that its forward returns one micro-batch's (summed KD loss, target tokens).
+
+    The chunked loss reads the LM head's weight directly; running it inside the forward of the
+    module given to `accelerator.prepare` keeps every parameter use within that forward, where
+    DDP syncs and FSDP / DeepSpeed ZeRO-3 gather parameters.
+    """
     import torch
 
     from train.kd_losses import kd_loss, sampled_kd_loss
 
+    class KDStudent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.student = model
+
+        def forward(self, input_ids, attention_mask, rows, cols, t_ids, t_values):
+            hidden = self.student.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            h = hidden[rows, cols]
+            head = self.student.get_output_embeddings()
+            if settings.mode == "sampled":
+                return sampled_kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias,
+                                       temperature=settings.temperature, chunk_size=settings.chunk_size)
+            return kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias, divergence=settings.divergence,
+                           beta=settings.beta, alpha=settings.alpha, temperature=settings.temperature,
+                           chunk_size=settings.chunk_size)
+
+    return KDStudent()
+
+
+def _inputs(batch: list[dict], device) -> dict:
+    """The padded token ids of a micro-batch and its targets, as KDStudent.forward takes them."""
+    import torch
+
     width = max(len(e["input_ids"]) for e in batch)
     input_ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
     mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch])
-    hidden = model.get_decoder()(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device)).last_hidden_state
     # Hidden state at position t predicts token t + 1: the completion positions of each row, in order.
     rows = torch.cat([torch.full((len(e["input_ids"]) - e["n_prompt"],), i) for i, e in enumerate(batch)])
     cols = torch.cat([torch.arange(e["n_prompt"] - 1, len(e["input_ids"]) - 1) for e in batch])
-    h = hidden[rows.to(hidden.device), cols.to(hidden.device)]
-    t_ids = torch.from_numpy(np.concatenate([e["t_ids"] for e in batch])).to(h.device)
-    t_values = torch.from_numpy(np.concatenate([e["t_values"] for e in batch])).to(h.device)
-    head = model.get_output_embeddings()
-    if settings.mode == "sampled":
-        return sampled_kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias,
-                               temperature=settings.temperature, chunk_size=settings.chunk_size)
-    return kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias, divergence=settings.divergence,
-                   beta=settings.beta, alpha=settings.alpha, temperature=settings.temperature,
-                   chunk_size=settings.chunk_size)
+    t_ids = torch.from_numpy(np.concatenate([e["t_ids"] for e in batch]))
+    t_values = torch.from_numpy(np.concatenate([e["t_values"] for e in batch]))
+    tensors = dict(input_ids=input_ids, attention_mask=mask, rows=rows, cols=cols, t_ids=t_ids, t_values=t_values)
+    return {k: v.to(device) for k, v in tensors.items()}
 
 
-def train_logit_kd(store: Store, data: str | Path, teacher: str, student: str, output_dir: str | Path,
+def _accelerator(settings: KDSettings):
+    from accelerate import Accelerator
+
+    if settings.mixed_precision not in MIXED_PRECISION:
+        raise DistillError(f"unknown mixed_precision {settings.mixed_precision!r}: use {', '.join(MIXED_PRECISION)}")
+    # None: what `accelerate launch` was given (flag or config profile), else "no".
+    mixed = None if settings.mixed_precision == "auto" else settings.mixed_precision
+    try:
+        return Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=mixed)
+    except ValueError as e:  # e.g. fp16 without a GPU
+        raise DistillError(f"mixed_precision={settings.mixed_precision}: {str(e).splitlines()[0]}") from None
+
+
+def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, student: str, output_dir: str | Path,
                    settings: KDSettings = KDSettings()) -> dict:
-    """Train `student` on the stored targets of `teacher` for an SFT export; returns losses and the model dir."""
+    """Train `student` on the stored targets of `teacher` for an SFT export; returns losses and the model dir.
+
+    `store` is an open Store or the path of one; a path is opened read-only just to read the
+    targets, so that every process of `accelerate launch` can read them at once (DuckDB lets
+    one process write a file, or many read it).
+    """
     import hashlib
 
     import torch
@@ -100,44 +146,64 @@ def train_logit_kd(store: Store, data: str | Path, teacher: str, student: str, o
 
     from synth.models import model_path
 
+    accelerator = _accelerator(settings)
     student_dir = model_path(student)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
-    examples = build_examples(store, data, teacher, tokenizer, settings)
+    # The main process may have just written the run's start to the store (recorded_run): wait for it.
+    accelerator.wait_for_everyone()
+    if isinstance(store, Store):
+        examples = build_examples(store, data, teacher, tokenizer, settings)
+    else:
+        with Store(store, read_only=True) as readonly:
+            examples = build_examples(readonly, data, teacher, tokenizer, settings)
     key = hashlib.sha256(Path(data).read_bytes() + json.dumps([teacher, student, asdict(settings)]).encode())
     final_dir = Path(output_dir) / f"kd-student-{key.hexdigest()[:12]}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
     torch.manual_seed(settings.seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(student_dir).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    kd = _kd_student(AutoModelForCausalLM.from_pretrained(student_dir), settings).train()
+    optimizer = torch.optim.AdamW(kd.parameters(), lr=settings.learning_rate)
+    kd, optimizer = accelerator.prepare(kd, optimizer)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    width = settings.batch_size * world  # rows of one micro-batch over all processes
     order, rng, losses, began = [], random.Random(settings.seed), [], time.perf_counter()
-    for step in range(settings.max_steps):
+    for _ in range(settings.max_steps):
+        # Every process draws the same micro-batches (same seed) and trains on its own slice of each.
         micro = []
         for _ in range(settings.grad_accum):
-            if len(order) < settings.batch_size:
+            while len(order) < width:
                 order += rng.sample(range(len(examples)), len(examples))
-            micro.append([examples[i] for i in order[:settings.batch_size]])
-            del order[:settings.batch_size]
+            micro.append([examples[i] for i in order[:width]])
+            del order[:width]
+        # Normalised by the target tokens of the whole accumulated step on all processes (trl #4719).
+        # accelerator.backward divides by grad_accum and DDP averages over processes: both undone here.
         total = sum(len(e["input_ids"]) - e["n_prompt"] for b in micro for e in b)
-        step_loss = 0.0
+        scale = settings.grad_accum * world / total
+        step_loss = torch.zeros((), device=accelerator.device)
         for batch in micro:
-            loss_sum, _ = _micro_batch(model, batch, settings)
-            (loss_sum / total).backward()  # normalised by the whole accumulated step's tokens
-            step_loss += loss_sum.item() / total
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # as TRL's trainers do (max_grad_norm 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(step_loss)
-    tmp = final_dir.with_name(final_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
+            with accelerator.accumulate(kd):
+                loss_sum, _ = kd(**_inputs(batch[rank::world], accelerator.device))
+                accelerator.backward(loss_sum * scale)
+                step_loss += loss_sum.detach() / total
+                if accelerator.sync_gradients:  # the last micro-batch: clip as TRL's trainers do (1.0)
+                    accelerator.clip_grad_norm_(kd.parameters(), 1.0)
+                optimizer.step()  # a no-op until the last micro-batch of the step
+                optimizer.zero_grad(set_to_none=True)
+        losses.append(accelerator.reduce(step_loss, "sum").item())
     summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher, "rows": len(examples),
                "steps": settings.max_steps, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
                "train_runtime_s": time.perf_counter() - began, "settings": asdict(settings)}
-    return publish(tmp, final_dir, summary)
+    state = accelerator.get_state_dict(kd)  # every process takes part (FSDP / ZeRO-3 gather the weights)
+    if accelerator.is_main_process:
+        tmp = final_dir.with_name(final_dir.name + ".tmp")
+        weights = {k.removeprefix("student."): v for k, v in state.items()}
+        accelerator.unwrap_model(kd).student.save_pretrained(tmp, state_dict=weights)
+        tokenizer.save_pretrained(tmp)
+        publish(tmp, final_dir, summary)
+    accelerator.wait_for_everyone()  # the other processes return once the model is in place
+    return dict(summary, cached=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     add_settings(parser, KDSettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, KDSettings)
-    with Store(args.store) as store:
-        summary = train_logit_kd(store, args.data, args.teacher, args.student, args.output, settings)
-    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+    with recorded_run(args.store, "train-logit-kd", vars(args)) as run:
+        summary = train_logit_kd(args.store, args.data, args.teacher, args.student, args.output, settings)
+        run.summary = {k: v for k, v in summary.items() if k != "losses"}
+    print(json.dumps(run.summary, indent=1))
 
 
 if __name__ == "__main__":

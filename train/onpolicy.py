@@ -4,6 +4,9 @@
         --teacher runs/demo/teacher --output runs/demo/onpolicy --max-steps 20
     python -m train.onpolicy --data runs/demo/sft.jsonl --student smollm2-135m-instruct \
         --self-distill --output runs/demo/selfdistill --max-steps 20
+    # the teacher behind a server (`distill serve --model runs/demo/teacher --port 8000`, or vLLM):
+    python -m train.onpolicy --data runs/demo/prompts.jsonl --student smollm2-135m-instruct \
+        --teacher-url http://127.0.0.1:8000/v1 --beta 0 --teacher-top-k 20 --output runs/demo/onpolicy-http
 
 The student samples completions for each prompt and is trained to match the teacher's
 next-token distribution on them (generalized JSD: `beta` 0 = forward KL, 0.5 = JSD,
@@ -22,10 +25,13 @@ context, while the student sees only the question. TRL's experimental SDFTTraine
 (`teacher_model_kind="base"`, `privileged_context` column) implements exactly that and is
 used as is. It is always on-policy, so `lmbda` must stay 1 there.
 
-A teacher behind an HTTP server is not offered: TRL's ServerDistillationTrainer talks to
-vLLM's own `/v1/completions` `prompt_logprobs` extension through a client that needs the
-`vllm` package, which neither installs on a CPU machine nor is spoken by plain
-OpenAI-compatible servers (chat `top_logprobs` scores sampled text, not given token ids).
+`--teacher-url`: the teacher runs behind `distill serve` or `vllm serve` and scores the
+student's samples over HTTP (vLLM's `prompt_logprobs`, see train/server_teacher.py), through
+TRL's experimental ServerDistillationTrainer. The server returns only the teacher's top-k
+log-probs, so the loss is a sparse one: top-k forward KL (plus a tail bucket) for `--beta 0`,
+top-1 generalized JSD otherwise (TRL supports no other). The served model must share the
+student's vocabulary; plain OpenAI-style APIs cannot do this (chat `top_logprobs` scores
+sampled text, not given token ids).
 
 A finished run (same data, models and settings) is found by its content hash and not
 trained again; a killed one resumes from its last checkpoint.
@@ -42,7 +48,8 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import add_settings, cached_summary, publish, read_records, run_script, settings_from
+from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
+                          run_script, settings_from)
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -146,16 +153,27 @@ def _log_series(log_history: list[dict], key: str) -> list[float]:
 
 
 def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_dir: str | Path,
-                   settings: OnPolicySettings = OnPolicySettings(), self_distill: bool = False) -> dict:
-    """Distil `teacher` (or, with self_distill, the trace-conditioned student) into `student` on-policy.
+                   settings: OnPolicySettings = OnPolicySettings(), self_distill: bool = False,
+                   teacher_url: str | None = None, teacher_top_k: int | None = None,
+                   run: TrainingRun | None = None) -> dict:
+    """Distil `teacher` (a model, or the one served at `teacher_url`; with self_distill, the
+    trace-conditioned student) into `student` on-policy.
 
-    Returns losses, timing and the model dir.
+    Returns losses, timing and the model dir. `run`, when given, receives the trainer's resolved
+    config for the run record in the store.
     """
     data, output_dir = Path(data), Path(output_dir)
     if self_distill and teacher:
         raise DistillError("--self-distill uses the student's own initial weights as teacher: drop --teacher")
-    if not self_distill and not teacher:
-        raise DistillError("no teacher: pass --teacher NAME, or --self-distill with an SFT export")
+    if teacher_url and (teacher or self_distill):
+        raise DistillError("--teacher-url is the teacher: drop --teacher / --self-distill")
+    if not self_distill and not teacher and not teacher_url:
+        raise DistillError("no teacher: pass --teacher NAME, --teacher-url URL, or --self-distill with an SFT export")
+    # TRL's server loss: top-k forward KL for beta 0, top-1 only for any other beta.
+    top_k = teacher_top_k if teacher_top_k is not None else (20 if settings.beta == 0 else 1)
+    if teacher_url and (top_k < 1 or (settings.beta > 0 and top_k != 1)):
+        raise DistillError(f"--teacher-top-k {top_k}: a served teacher supports top-k >= 1 with --beta 0 and "
+                           "only top-1 otherwise: use --beta 0 or drop --teacher-top-k")
     if not 0.0 <= settings.beta <= 1.0:
         raise DistillError(f"beta={settings.beta} is outside [0, 1]: 0 forward KL, 0.5 JSD, 1 reverse KL")
     if not 0.0 <= settings.lmbda <= 1.0:
@@ -176,7 +194,13 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         raise DistillError(f"lmbda={settings.lmbda} needs a completion for every row (an SFT export); "
                            f"{data} has {len(rows) - with_completion} without one")
     mode = "selfdistill" if self_distill else "onpolicy"
-    identity = json.dumps([student, teacher, mode])
+    served = None
+    if teacher_url:
+        from train.server_teacher import base_url, served_model
+
+        teacher_url = base_url(teacher_url)
+        served = f"{served_model(teacher_url)} at {teacher_url}/v1"
+    identity = json.dumps([student, teacher, mode] + ([served, top_k] if served else []))
     final_dir = output_dir / f"{mode}-{_fingerprint(data, identity, settings)}"
     cached = cached_summary(final_dir)
     if cached:
@@ -235,6 +259,17 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         )
         trainer = SDFTTrainer(model=str(student_dir), args=config, train_dataset=dataset,
                               processing_class=tokenizer)
+    elif teacher_url:
+        from trl.experimental.server_distillation import ServerDistillationConfig
+
+        from train.server_teacher import server_trainer_class
+
+        config = ServerDistillationConfig(**common, beta=settings.beta, teacher_model_server_url=teacher_url,
+                                          loss_top_k=top_k)
+        base = server_trainer_class()
+        trainer = (_mixed_trainer_class(base) if settings.lmbda < 1.0 else base)(
+            model=str(student_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
+        trainer.lmbda = settings.lmbda
     else:
         from trl import DistillationConfig, DistillationTrainer
 
@@ -250,6 +285,8 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
                                    "on-policy distillation compares full next-token distributions") from None
             raise
         trainer.lmbda = settings.lmbda
+    if run:
+        run.add_config(trainer=config.to_dict())
     # Resume from the last checkpoint so a killed training run continues instead of restarting.
     has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
@@ -259,8 +296,9 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
     shutil.rmtree(tmp_dir, ignore_errors=True)
     trainer.save_model(str(tmp_dir))
     tokenizer.save_pretrained(str(tmp_dir))
-    summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher or "self (initial weights)",
-               "mode": mode, "rows": len(rows), "rows_used": len(records), "steps": result.global_step,
+    teacher_name = teacher or served or "self (initial weights)"
+    summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher_name, "mode": mode,
+               "rows": len(rows), "rows_used": len(records), "steps": result.global_step,
                "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
                "losses": losses,
                "completion_mean_length": _log_series(history, "completions/mean_length"),
@@ -274,16 +312,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="prompt export or messages export, JSONL or Parquet")
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--teacher", default=None, help="registry name, path or HF id (same vocabulary)")
+    parser.add_argument("--teacher-url", default=None,
+                        help="OpenAI-style base URL of a `distill serve` / `vllm serve` teacher, "
+                             "e.g. http://127.0.0.1:8000/v1 (scores via prompt_logprobs)")
+    parser.add_argument("--teacher-top-k", type=int, default=None,
+                        help="with --teacher-url: teacher log-probs per position (default 20 for --beta 0, "
+                             "else 1, the only one TRL supports there)")
     parser.add_argument("--self-distill", action="store_true",
                         help="teacher = frozen initial student that also sees the verified trace")
     parser.add_argument("--output", default="runs/onpolicy", help="where checkpoints and the model go")
+    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
     add_settings(parser, OnPolicySettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, OnPolicySettings)
-    summary = train_onpolicy(args.data, args.student, args.teacher, args.output, settings,
-                             self_distill=args.self_distill)
     skip = ("losses", "completion_mean_length", "on_policy")
-    print(json.dumps({k: v for k, v in summary.items() if k not in skip}, indent=1))
+    with recorded_run(args.store, "train-onpolicy", vars(args)) as run:
+        summary = train_onpolicy(args.data, args.student, args.teacher, args.output, settings,
+                                 self_distill=args.self_distill, teacher_url=args.teacher_url,
+                                 teacher_top_k=args.teacher_top_k, run=run)
+        run.summary = {k: v for k, v in summary.items() if k not in skip}
+    print(json.dumps(run.summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.errors import DistillError
-from train.common import run_script
+from train.common import recorded_run, run_script
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -148,9 +148,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", default="every-other",
                         help="every-other, first-half, or comma-separated layer indices (negative ones count from the end)")
     parser.add_argument("--output", required=True, help="directory for the pruned model")
+    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, model dir)")
     args = parser.parse_args(argv)
-    out = prune_layers(args.teacher, args.keep, args.output)
-    print(json.dumps(dict(json.loads((out / MARKER).read_text()), model_dir=str(out)), indent=1))
+    marker = Path(args.output) / MARKER
+    before = marker.read_text() if marker.is_file() else None
+    with recorded_run(args.store, "train-prune", vars(args)) as run:
+        out = prune_layers(args.teacher, args.keep, args.output)
+        after = (out / MARKER).read_text()
+        # A new prune always writes a new fingerprint, so an unchanged marker means the dir was reused.
+        run.summary = dict(json.loads(after), model_dir=str(out), cached=after == before)
+    print(json.dumps(run.summary, indent=1))
 
 
 if __name__ == "__main__":

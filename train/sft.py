@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
-from train.common import add_settings, cached_summary, publish, run_script, settings_from, training_tokenizer
+from train.common import (TrainingRun, add_settings, cached_summary, publish, recorded_run, run_script,
+                          settings_from, training_tokenizer)
 
 
 @dataclass
@@ -39,8 +40,11 @@ def _fingerprint(data: Path, student: str, settings: SFTSettings) -> str:
 
 
 def train_sft(data: str | Path, student: str, output_dir: str | Path,
-              settings: SFTSettings = SFTSettings()) -> dict:
-    """Train `student` on a messages-format JSONL; returns losses, timing and the model dir."""
+              settings: SFTSettings = SFTSettings(), run: TrainingRun | None = None) -> dict:
+    """Train `student` on a messages-format JSONL; returns losses, timing and the model dir.
+
+    `run`, when given, receives the trainer's resolved config for the run record in the store.
+    """
     data, output_dir = Path(data), Path(output_dir)
     if not data.exists():
         raise DistillError(f"training data {data} not found: run `distill curate` to export it")
@@ -72,6 +76,8 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
         report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
         lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
     )
+    if run:
+        run.add_config(trainer=config.to_dict())
     trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
     # Resume from the last checkpoint so a killed training run continues instead of restarting.
     has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
@@ -93,11 +99,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="messages-format JSONL from `distill curate`")
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--output", default="runs/student", help="where checkpoints and the model go")
+    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
     add_settings(parser, SFTSettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, SFTSettings)
-    summary = train_sft(args.data, args.student, args.output, settings)
-    print(json.dumps({k: v for k, v in summary.items() if k != "losses"}, indent=1))
+    with recorded_run(args.store, "train-sft", vars(args)) as run:
+        summary = train_sft(args.data, args.student, args.output, settings, run=run)
+        run.summary = {k: v for k, v in summary.items() if k != "losses"}
+    print(json.dumps(run.summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import numpy as np
 
 from curation.store import Store
 from distill.errors import DistillError
-from train.common import read_records, run_script
+from train.common import read_records, recorded_run, run_script
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -150,11 +150,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     args = parser.parse_args(argv)
-    with Store(args.store) as store:
-        run_id = store.start_run("teacher_pass", vars(args))
-        out = teacher_pass(store, args.data, args.teacher, args.student, run_id, args.k, args.mode,
+    with recorded_run(args.store, "train-teacher-pass", vars(args)) as run, Store(args.store) as store:
+        out = teacher_pass(store, args.data, args.teacher, args.student, run.run_id, args.k, args.mode,
                            args.batch_size, args.max_length)
-        store.finish_run(run_id)
+        run.summary = dict(out, cached=out["scored"] == 0)
     print(json.dumps(out, indent=1))
 
 

@@ -54,3 +54,36 @@ def test_missing_or_mismatched_targets_are_refused(store, export, tmp_path):
     store.con.execute("UPDATE teacher_logprobs SET tokens_hash = 'other' WHERE sample_id = 's2'")
     with pytest.raises(DistillError, match="different tokenisation"):
         train_logit_kd(store, export, "tiny-random", "tiny-random", tmp_path / "kd", KDSettings(k=8))
+
+
+def test_runs_unchanged_under_accelerate_launch_and_is_recorded(export, student, tmp_path):
+    """`accelerate launch -m train.logit_kd` (1 CPU process): loss falls, model saved, run in the store."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import duckdb
+
+    from curation.store import Store
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as store:  # closed before the launch: DuckDB lets one process write the file
+        teacher_pass(store, export, "tiny-random", student, "r", k=8)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+           "--cpu", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "train.logit_kd", "--store", str(db), "--data", str(export), "--teacher", "tiny-random",
+           "--student", student, "--output", str(tmp_path / "kd"), "--max-steps", "6", "--batch-size", "3",
+           "--grad-accum", "2", "--learning-rate", "1e-2", "--k", "8", "--chunk-size", "7"]
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    con = duckdb.connect(str(db), read_only=True)
+    stage, status, config, summary = con.execute(
+        "SELECT stage, status, config, summary FROM runs WHERE stage = 'train-logit-kd'").fetchone()
+    con.close()
+    summary, config = json.loads(summary), json.loads(config)
+    assert status == "done" and config["learning_rate"] == 1e-2 and config["grad_accum"] == 2
+    assert summary["steps"] == 6 and summary["last_loss"] < 0.99 * summary["first_loss"]
+    assert (Path(summary["model_dir"]) / "model.safetensors").exists()
+    assert summary["checkpoints"] == [summary["model_dir"]]
