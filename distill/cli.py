@@ -164,6 +164,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.action == "cascade":
+        from evals.cli_cascade import run_cascade_eval
+        run_cascade_eval(args)
+        return
+    if not args.pool:
+        raise DistillError("distill eval needs --pool (or: distill eval cascade --task bigbench:<name> ...)")
     from curation.store import Store
     from evals.pipeline import evaluate_cascade
     from synth.cot import STOP
@@ -292,20 +298,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = _sub(subs, "eval", "score student, teachers and the cascade on held-out human labels",
-             "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m")
+             "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m\n"
+             "  distill eval cascade --task bigbench:intent_recognition --student smollm2-135m-instruct "
+             "--teacher gemma-3-270m --signal learned --target-accuracy 0.6 --delta 0.1\n"
+             "  distill eval cascade --task labels.csv --student S --teacher T --price T=0.5")
+    p.add_argument("action", nargs="?", default="run", choices=["run", "cascade"],
+                   help="run (default): the demo's evaluation of --pool; cascade: any labelled --task")
     p.add_argument("--store", default=DEFAULT_STORE)
-    p.add_argument("--pool", required=True)
+    p.add_argument("--pool")
     p.add_argument("--student", required=True)
-    p.add_argument("--teacher", action="append", required=True)
+    p.add_argument("--teacher", action="append", required=True, help="repeat for several (cheapest first)")
     p.add_argument("--out", default="runs/eval")
-    p.add_argument("--limit", type=int, default=60)
+    p.add_argument("--limit", type=int, default=None, help="at most this many rows per split")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--target-accuracy", type=float)
+    from evals.cli_cascade import add_cascade_arguments
+    add_cascade_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    p = _sub(subs, "serve", "serve a local model over an OpenAI-compatible /v1/chat/completions endpoint",
-             "distill serve --model smollm2-135m-instruct --port 8000")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of synth.serve (--model, --port, ...)")
+    p = _sub(subs, "serve", "serve a local model or a calibrated cascade over an OpenAI-compatible "
+             "/v1/chat/completions endpoint",
+             "distill serve --model smollm2-135m-instruct --port 8000\n"
+             "  distill serve --cascade runs/eval/cascade.json --port 8000")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="arguments of synth.serve (--model or --cascade, --port, ...)")
     p.set_defaults(func=cmd_script, script="synth.serve")
 
     p = _sub(subs, "recipe", "run a named recipe end to end (signals: every kind of teacher signal)",
@@ -321,7 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "serve":  # argparse.REMAINDER cannot start with an option: pass serve's arguments on whole
+        args.rest = argv[argv.index("serve") + 1:]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except DistillError as err:

@@ -219,11 +219,13 @@ def evaluate(
     target_accuracy: float | None = None,
     max_teacher_share: float | None = None,
     seed: int = 0,
+    threshold: float | None = None,
 ) -> dict:
     """Fit on calibration, score on test; returns a JSON-serialisable dict.
 
     The cascade teacher is the most accurate teacher on calibration (ties: first
-    listed), so no choice looks at the test split. Teachers are matched by position
+    listed), so no choice looks at the test split. `threshold`, when given, was chosen
+    on calibration by the caller and replaces the fit. Teachers are matched by position
     and must have the same names in both lists.
     """
     if not teachers_calib or len(teachers_calib) != len(teachers_test):
@@ -236,7 +238,8 @@ def evaluate(
     metrics.check_probabilities(_check_pair(student_calib, teachers_calib[0]))
 
     k = max(range(len(teachers_calib)), key=lambda i: (teachers_calib[i].accuracy, -i))
-    threshold = fit_threshold(student_calib, teachers_calib[k], target_accuracy, max_teacher_share)
+    if threshold is None:  # callers with their own rule (cost budgets, Learn-then-Test) pass one
+        threshold = fit_threshold(student_calib, teachers_calib[k], target_accuracy, max_teacher_share)
     calib = cascade_outcome(student_calib, teachers_calib[k], threshold)
 
     s, t = student_test, teachers_test[k]

@@ -187,3 +187,30 @@ def auroc(confidence: Any, correct: Any) -> float:
         return math.nan
     ranks = _average_ranks(conf)
     return float((ranks[ok].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def risk_coverage(confidence: Any, correct: Any) -> list[dict]:
+    """Selective prediction: answer only the most confident share (coverage) of items.
+
+    One point per distinct confidence, from the surest items outwards; risk is the error
+    rate among the answered items.
+    """
+    conf = np.asarray(confidence, dtype=float)
+    ok = np.asarray(correct, dtype=float)
+    if conf.shape != ok.shape or conf.ndim != 1 or conf.size == 0:
+        raise ValueError("confidence and correct must be non-empty 1-D arrays of the same shape")
+    order = np.argsort(-conf, kind="stable")
+    c, errors = conf[order], np.cumsum(1 - ok[order])
+    cuts = np.r_[np.flatnonzero(c[1:] < c[:-1]), conf.size - 1]  # ties are answered together
+    return [{"coverage": (j + 1) / conf.size, "risk": float(errors[j] / (j + 1)), "threshold": float(c[j])}
+            for j in cuts]
+
+
+def aurc(confidence: Any, correct: Any) -> float:
+    """Area under the risk-coverage curve (step-wise; lower is better)."""
+    points = risk_coverage(confidence, correct)
+    area, prev = 0.0, 0.0
+    for p in points:
+        area += (p["coverage"] - prev) * p["risk"]
+        prev = p["coverage"]
+    return float(area)

@@ -261,7 +261,12 @@ class LocalGenerator:
     # ---- scoring -------------------------------------------------------------------------
 
     def score_continuations(self, prompt: str, continuations: list[str]) -> list[float]:
-        """Sum of log-probs of each continuation after `prompt` (one batched forward pass).
+        """Sum of log-probs of each continuation after `prompt` (one batched forward pass)."""
+        return [float(sum(d["token_logprobs"])) for d in self.continuation_details(prompt, continuations)]
+
+    def continuation_details(self, prompt: str, continuations: list[str]) -> list[dict]:
+        """Per continuation: its tokens' log-probs and, at each of those positions, the margin
+        between the model's top-1 and top-2 next-token log-probs (confidence signals).
 
         Prompt and continuation are tokenized separately and concatenated, so every choice is
         scored on the same prompt tokens even where a joint tokenization would merge across
@@ -271,6 +276,45 @@ class LocalGenerator:
             return []
         head = self._encode(prompt)
         tails = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if len(head) > 1 and all(tails):
+            try:
+                return self._details_shared_prefix(head, tails)
+            except (TypeError, AttributeError, ValueError):  # a cache without batch_repeat_interleave
+                pass
+        return self._details_joint(head, tails)
+
+    def _details(self, logprobs: torch.Tensor, tails: list[list[int]]) -> list[dict]:
+        """logprobs[row, j] predicts tails[row][j]."""
+        top2 = logprobs.topk(2, dim=-1).values
+        out = []
+        for row, tail in enumerate(tails):
+            n = len(tail)
+            target = torch.tensor(tail, device=logprobs.device, dtype=torch.long).unsqueeze(1)
+            out.append({"token_logprobs": logprobs[row, :n].gather(1, target).squeeze(1).tolist(),
+                        "top2_margins": (top2[row, :n, 0] - top2[row, :n, 1]).tolist()})
+        return out
+
+    def _details_shared_prefix(self, head: list[int], tails: list[list[int]]) -> list[dict]:
+        """The prompt runs once; its KV cache is copied per option (options share long few-shot
+        prompts, so this is ~k times cheaper than k full sequences)."""
+        with torch.no_grad():
+            first = self.model(input_ids=torch.tensor([head], device=self.device), use_cache=True, logits_to_keep=1)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(len(tails))
+            width = max(len(t) for t in tails)
+            ids = torch.full((len(tails), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.ones((len(tails), len(head) + width), dtype=torch.long)
+            for row, t in enumerate(tails):
+                ids[row, : len(t)] = torch.tensor(t, dtype=torch.long)
+                mask[row, len(head) + len(t):] = 0
+            positions = torch.arange(len(head), len(head) + width).expand(len(tails), -1)
+            rest = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=positions.to(self.device), past_key_values=cache).logits
+        # Tail token 0 is predicted by the prompt's last position, token j by tail position j-1.
+        logits = torch.cat([first.logits[:, -1:].expand(len(tails), -1, -1), rest[:, :-1]], dim=1)
+        return self._details(torch.log_softmax(logits.float(), dim=-1), tails)
+
+    def _details_joint(self, head: list[int], tails: list[list[int]]) -> list[dict]:
         ids, mask = self._left_pad([head + t for t in tails])
         # Left padding right-aligns every continuation, so only the last few positions' logits
         # are needed (Gemma's 262k vocab makes full-sequence logits costly).
@@ -282,16 +326,12 @@ class LocalGenerator:
             except TypeError:  # architectures without logits_to_keep
                 logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, -keep:]
         logprobs = torch.log_softmax(logits.float(), dim=-1)
-        scores = []
-        for row, tail in enumerate(tails):
-            if not tail:
-                scores.append(0.0)
-                continue
-            # Logits at position j predict token j+1: the last len(tail) predictions before the end.
-            preds = logprobs[row, keep - 1 - len(tail) : keep - 1]
-            target = torch.tensor(tail, device=preds.device).unsqueeze(1)
-            scores.append(float(preds.gather(1, target).sum()))
-        return scores
+        # Logits at position j predict token j+1: row r's tail starts len(tail) before the end.
+        starts = [keep - 1 - len(t) for t in tails]
+        width = max(len(t) for t in tails)
+        aligned = torch.stack([torch.nn.functional.pad(logprobs[r, s: keep - 1], (0, 0, 0, width - (keep - 1 - s)))
+                               for r, s in enumerate(starts)])
+        return self._details(aligned, tails)
 
 
 class _LazyDecodedLengths:

@@ -448,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batch", type=int, default=16, help="most requests per model call")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
     args = parser.parse_args(argv)
-    options = dict(host=args.host, port=args.port, latency_s=args.latency, faults=args.faults, seed=args.seed,
-                   max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms)
+    options: dict[str, Any] = {"host": args.host, "port": args.port, "latency_s": args.latency,
+                               "faults": args.faults, "seed": args.seed, "max_batch": args.max_batch,
+                               "batch_wait_ms": args.batch_wait_ms}
     try:
         if (args.model is None) == (args.cascade is None):
             raise DistillError("serve needs one of --model NAME or --cascade SPEC.json")

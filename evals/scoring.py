@@ -1,0 +1,157 @@
+"""Answer labelled multiple-choice items with every model, through the store's request cache.
+
+Each model sees the same few-shot text prompt (exemplars with their gold answers from the
+TRAIN split) and each option is scored as the continuation of "Answer:" in one batched
+forward pass, as lm-eval-harness does. A scoring pass is stored as a request (params with
+max_new_tokens=0, so its key never collides with a generation) whose `extra` keeps the
+per-token log-probs of every option, so every confidence signal can be recomputed later
+without running a model again; kill -9 loses at most the chunk in flight.
+
+The student also answers k-1 prompt variants (other exemplar sets) for the agreement signal,
+and, for the verifier signal, judges its own answer (AutoMix-style self-verification: the
+probability it puts on "Yes" when asked whether its answer is correct).
+API teachers cannot score continuations: they generate a short answer that is matched to an
+option (`answers_match`).
+"""
+from __future__ import annotations
+
+import json
+import dataclasses
+import random
+import sys
+import time
+
+from tqdm.auto import tqdm
+
+from curation.store import Store
+from curation.verify import answers_match
+from distill.errors import DistillError
+from evals.signals import agreement, choice_features, token_features
+from prompts.rows import PromptRow
+from synth.engine import GenParams, Job, request_key, run_requests
+from synth.teachers import Teacher
+
+SCORE_PARAMS = GenParams(max_new_tokens=0)
+API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
+
+
+def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: int = 0) -> list[list[PromptRow]]:
+    """`variants` disjoint-as-possible few-shot sets from the train split (variant 0 is the main one)."""
+    pool = [r for r in train_rows if r.split == "train" and r.choices]
+    if shots and not pool:
+        raise DistillError("few-shot exemplars need labelled train rows: load the whole task, not only test rows")
+    random.Random(seed).shuffle(pool)
+    return [[pool[(v * shots + i) % len(pool)] for i in range(shots)] if shots else [] for v in range(variants)]
+
+
+def mc_prompt(row: PromptRow, shots: list[PromptRow]) -> str:
+    """The few-shot text every model continues; exemplars show their human (gold) answers."""
+    parts = []
+    for ex in [*shots, row]:
+        text = f"Question: {ex.input}\nOptions: {'; '.join(ex.choices or [])}\nAnswer:"
+        parts.append(text if ex is row else f"{text} {ex.gold}\n\n")
+    return "".join(parts)
+
+
+def _count_tokens(model: Teacher, text: str) -> int:
+    tokenizer = getattr(model, "tokenizer", None)
+    return len(tokenizer(text)["input_ids"]) if tokenizer is not None else len(text.split())
+
+
+def _option_details(model: Teacher, rendered: str, choices: list[str]) -> list[dict]:
+    conts = [" " + c for c in choices]
+    if hasattr(model, "continuation_details"):
+        return model.continuation_details(rendered, conts)
+    # Scripted/test teachers only give summed scores: one pseudo-token per option.
+    return [{"token_logprobs": [lp], "top2_margins": []} for lp in model.score_continuations(rendered, conts)]
+
+
+def _score_local(store: Store, model: Teacher, jobs: list[tuple[PromptRow, str]], run_id: str,
+                 purpose: str, label: str) -> dict[str, dict]:
+    keys = [request_key(model.name, rendered, SCORE_PARAMS, 0) for _, rendered in jobs]
+    cached = store.finished_requests(keys)
+    todo = [(job, key) for job, key in zip(jobs, keys) if key not in cached]
+    print(f"[{label}] {len(jobs) - len(todo)} scored before, {len(todo)} to go", file=sys.stderr, flush=True)
+    bar = tqdm(total=len(todo), desc=label, unit="item", file=sys.stderr, disable=not todo)
+    for start in range(0, len(todo), 16):
+        requests = []
+        for (row, rendered), key in todo[start:start + 16]:
+            began = time.perf_counter()
+            details = _option_details(model, rendered, row.choices)
+            best = choice_features(details)["answer_index"]
+            requests.append(dict(
+                key=key, model=model.name, prompt_id=row.id, template_hash=None, params=SCORE_PARAMS.as_dict(),
+                params_hash=SCORE_PARAMS.hash(), sample_index=0, purpose=purpose, rendered=rendered,
+                status="done", response=row.choices[best], prompt_tokens=_count_tokens(model, rendered),
+                completion_tokens=len(details[best]["token_logprobs"]), cost_usd=0.0,
+                latency_s=time.perf_counter() - began, finish_reason="stop", error=None,
+                extra={"options": details}, run_id=run_id))
+            bar.update(1)
+        store.add_requests_and_samples(requests, [])
+    bar.close()
+    return store.finished_requests(keys)
+
+
+def _features_of(request: dict, row: PromptRow) -> dict:
+    extra = _extra(request)
+    if "options" in extra:
+        return choice_features(extra["options"])
+    # A generated answer (API teacher): matched to an option, token signals from its log-probs.
+    text = (request["response"] or "").strip()
+    index = next((i for i, c in enumerate(row.choices) if answers_match(text, c)), -1)
+    return {"answer_index": index, **token_features(extra.get("token_logprobs", []), [])}
+
+
+def self_verify_prompt(row: PromptRow, shots: list[PromptRow], answer: str) -> str:
+    return f"{mc_prompt(row, shots)} {answer}\nQuestion: Is that answer correct?\nOptions: Yes; No\nAnswer:"
+
+
+def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: list[PromptRow], out: list[dict],
+                 run_id: str, label: str) -> None:
+    """Add the `verifier` feature (P("Yes") that its own answer is right) to each prediction."""
+    yes_no = [dataclasses.replace(r, choices=["Yes", "No"]) for r in rows]
+    jobs = [(r, self_verify_prompt(r, shots, p["answer"])) for r, p in zip(yes_no, out)]
+    done = _score_local(store, model, jobs, run_id, "eval-student-verify", label + " self-verify")
+    for (r, rendered), p in zip(jobs, out):
+        req = done[request_key(model.name, rendered, SCORE_PARAMS, 0)]
+        p["features"]["verifier"] = choice_features(_extra(req)["options"])["probs"][0]
+        p["tokens_verify"] = int(req["prompt_tokens"] + req["completion_tokens"])
+
+
+def _extra(request: dict) -> dict:
+    extra = request["extra"]
+    return json.loads(extra) if isinstance(extra, str) else (extra or {})
+
+
+def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],
+                 run_id: str, role: str, self_verify: bool = False) -> list[dict]:
+    """One prediction per row: answer, correct, tokens, latency and confidence features."""
+    if any(not r.choices for r in rows):
+        raise DistillError("cascade evaluation scores options: every row needs choices "
+                           "(for free-text labels give the file a choices column)")
+    variants = exemplars if role == "student" else exemplars[:1]
+    jobs = [(row, mc_prompt(row, shots)) for shots in variants for row in rows]
+    label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
+    if hasattr(model, "agenerate"):
+        done = run_requests(store, model, [Job(prompt_id=r.id, rendered=t) for r, t in jobs], API_PARAMS,
+                            purpose=f"eval-{role}", run_id=run_id, label=label)
+        keys = [request_key(model.name, t, API_PARAMS, 0) for _, t in jobs]
+    else:
+        done = _score_local(store, model, jobs, run_id, f"eval-{role}", label)
+        keys = [request_key(model.name, t, SCORE_PARAMS, 0) for _, t in jobs]
+    out = []
+    for i, row in enumerate(rows):
+        reqs = [done[keys[v * len(rows) + i]] for v in range(len(variants))]
+        feats = [_features_of(r, row) for r in reqs]
+        main = feats[0]
+        answer = row.choices[main["answer_index"]] if main["answer_index"] >= 0 else (reqs[0]["response"] or "")
+        if role == "student":
+            answers = [row.choices[f["answer_index"]] if f["answer_index"] >= 0 else "" for f in feats]
+            main["agreement"] = agreement(answer, answers)
+        out.append(dict(prompt_id=row.id, split=row.split, request_key=reqs[0]["key"], answer=answer,
+                        correct=answers_match(answer, row.gold), features=main,
+                        tokens=int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
+                        latency_s=float(sum(r["latency_s"] or 0.0 for r in reqs))))
+    if self_verify and not hasattr(model, "agenerate"):
+        _self_verify(store, model, rows, exemplars[0], out, run_id, label)
+    return out

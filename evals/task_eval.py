@@ -1,0 +1,150 @@
+"""`distill eval cascade`: any labelled task, any student and teachers, one call.
+
+Loads the task into the store (a pool named after the task spec), has every model answer
+the calibration and test splits through the request cache, fits the cascade on
+calibration, scores it on test against the human labels, adds the classic-KD baseline and
+the re-split check, writes the report, the cascade spec (for `distill serve --cascade`) and
+records the eval in the store. A re-run with the same models costs no model call.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from curation.store import Store
+from distill.errors import DistillError
+from evals.analysis import analyse
+from evals.calibrate import METHODS
+from evals.metrics import bootstrap_ci
+from evals.report_cascade import write_cascade_report
+from evals.resplit import resplit_hold_rate
+from evals.scoring import answer_items, exemplar_sets
+from evals.signals import SIGNALS
+from prompts.data import load_task
+from prompts.rows import PromptRow
+from synth.teachers import Teacher
+
+MAX_LABELS = 30  # a file without a choices column is a classification task up to this many labels
+
+
+def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
+    """Rows of a plain (input, label) file get the task's label set as their options."""
+    if all(r.choices for r in rows):
+        return rows
+    labels = sorted({r.gold for r in rows})
+    if len(labels) > MAX_LABELS:
+        raise DistillError(f"{len(labels)} distinct labels and no choices column: cascade evaluation scores "
+                           f"options, so add a choices column (a list per row) or use at most {MAX_LABELS} labels")
+    for r in rows:
+        r.choices = r.choices or labels
+    return rows
+
+
+def load_task_pool(store: Store, task: str, run_id: str) -> str:
+    """Put the task's rows in the store (idempotent) and return the pool name."""
+    store.add_prompts(_with_label_choices(load_task(task)), pool=task, run_id=run_id)
+    return task
+
+
+def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow], exemplars: list, run_id: str,
+                 max_train: int, seed: int) -> tuple[dict | None, dict]:
+    """A MiniLM + head student trained on the teacher's soft labels (Hinton KD), scored on test."""
+    from evals.classic_kd import train_classic_kd
+
+    train = [r for r in store.prompts(pool, split="train") if r.choices][:max_train]
+    preds = answer_items(store, teacher, train, exemplars, run_id, "teacher")
+    usable = [(r, p) for r, p in zip(train, preds) if "probs" in p["features"]]
+    if len(usable) < 10:
+        return None, {"skipped": f"the teacher gave option probabilities for {len(usable)} train items (need 10)"}
+    student = train_classic_kd([r.input for r, _ in usable], [r.choices for r, _ in usable],
+                               [p["features"]["probs"] for _, p in usable], seed=seed)
+    probs = student.predict_proba([r.input for r in test], [r.choices for r in test])
+    ok = np.array([r.choices[int(np.argmax(p))] == r.gold for r, p in zip(test, probs)], dtype=float)
+    acc, low, high = bootstrap_ci(np.mean, ok, seed=seed)
+    row = {"model": "classic KD (MiniLM + head)", "role": "kd-baseline", "accuracy": acc, "ci_low": low,
+           "ci_high": high, "teacher_share": 0.0, "n": len(test)}
+    info = {"teacher": teacher.name, "train_items": len(usable), "temperature": student.config.get("temperature"),
+            "alpha": student.config.get("alpha"), "used_gold": student.config.get("used_gold")}
+    info["description"] = (f"A classic-KD student (frozen MiniLM embeddings + a small scoring head) trained on "
+                           f"{teacher.name}'s option probabilities for {len(usable)} train items, Hinton loss at "
+                           f"temperature {info['temperature']} (alpha {info['alpha']}), no human labels; "
+                           f"test accuracy {acc:.3f} [{low:.3f}, {high:.3f}].")
+    return row, info
+
+
+def _served_threshold(result: dict) -> float:
+    """The fitted threshold clipped to [0, 1]; JSON keeps +/-inf as null, threshold_text keeps the sign."""
+    if result["threshold"] is None:
+        return 0.0 if result.get("threshold_text") == "-inf" else 1.0
+    return min(1.0, max(0.0, result["threshold"]))
+
+
+def cascade_spec(result: dict, student: str, teacher: str, task: str) -> dict:
+    """What `distill serve --cascade` needs to route like the evaluated cascade."""
+    return {"version": 1, "models": [student, teacher], "signal": result["signal"],
+            "calibrators": [result["calibrator"]],
+            "thresholds": [_served_threshold(result)],
+            "task": task}
+
+
+def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teacher], out_dir: str | Path,
+                  run_id: str, *, signal: str = "max_prob", calibration: str = "platt",
+                  target_accuracy: float | None = None, max_teacher_share: float | None = None,
+                  max_cost_per_1k: float | None = None, delta: float | None = None,
+                  prices: dict[str, float] | None = None, shots: int = 3, variants: int = 3,
+                  limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
+                  resplits: int = 20, seed: int = 0) -> dict:
+    """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
+    if signal not in SIGNALS:
+        raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)}")
+    if calibration not in METHODS:
+        raise DistillError(f"unknown calibration '{calibration}': use one of {', '.join(METHODS)}")
+    if variants < 1 or shots < 0:
+        raise DistillError(f"--variants must be >= 1 and --shots >= 0 (got {variants} and {shots})")
+    if signal in ("agreement", "learned") and variants < 2:
+        raise DistillError(f"signal '{signal}' needs answers to several prompt variants: use --variants 3")
+    pool = load_task_pool(store, task, run_id)
+    calib = store.prompts(pool, split="calibration", limit=limit)
+    test = store.prompts(pool, split="test", limit=limit)
+    if len(calib) < 10 or len(test) < 10:
+        raise DistillError(f"task '{task}' has {len(calib)} calibration and {len(test)} test rows: "
+                           "need at least 10 of each (raise --limit or use a larger task)")
+    exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, variants, seed)
+    needs_verify = signal in ("verifier", "learned")
+    preds = {student.name: answer_items(store, student, calib + test, exemplars, run_id, "student",
+                                        self_verify=needs_verify)}
+    for p in preds[student.name]:  # count what the deployed cascade would run for this signal
+        if signal not in ("agreement", "learned"):
+            p["tokens"], p["latency_s"] = p["tokens"] // max(1, variants), p["latency_s"] / max(1, variants)
+        p["tokens"] += p.get("tokens_verify", 0)
+    for t in teachers:
+        preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher")
+    slice_of = {r.id: r.gold for r in calib + test} if len({r.gold for r in test}) <= 12 else {}
+    result = analyse(preds, student.name, [t.name for t in teachers], signal=signal, calibration=calibration,
+                     target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
+                     max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, slice_of=slice_of, seed=seed)
+    teacher = next(t for t in teachers if t.name == result["cascade_teacher"])
+    if kd_baseline:
+        row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed)
+        result["kd_baseline"] = info
+        if row:
+            result["rows"].append(row)
+    if resplits and target_accuracy is not None:
+        result["resplits"] = resplit_hold_rate(preds[student.name], preds[teacher.name], target_accuracy,
+                                               signal=signal, calibration=calibration, delta=delta, n=resplits,
+                                               seed=seed)
+    result["task"], result["split_sizes"] = task, {"calibration": len(calib), "test": len(test)}
+    out_dir = Path(out_dir)
+    report = write_cascade_report(result, out_dir, f"Cascade on {task}")
+    spec = cascade_spec(result, student.name, teacher.name, task)
+    (out_dir / "cascade.json").write_text(json.dumps(spec, indent=1) + "\n")
+    eval_id = f"eval-{run_id}"
+    rows_out = [dict(prompt_id=p["prompt_id"], split=p["split"], request_key=p["request_key"], answer=p["answer"],
+                     correct=p["correct"], confidence=p["features"].get(signal), tokens=p["tokens"],
+                     eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
+    store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
+                   "signal": signal, "calibration": calibration, "shots": shots, "variants": variants,
+                   "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
+    return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}

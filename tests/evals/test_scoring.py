@@ -1,0 +1,230 @@
+"""Option scoring through the store's request cache (evals/scoring.py), with scripted models."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import numpy as np
+import pytest
+
+from distill.errors import DistillError
+from evals.scoring import (
+    SCORE_PARAMS,
+    answer_items,
+    exemplar_sets,
+    mc_prompt,
+    self_verify_prompt,
+)
+from prompts.rows import PromptRow, split_for, stable_id
+from synth.engine import request_key
+from synth.teachers import ScriptedTeacher
+
+YES, NO = -0.2, -1.5  # the scripted student's summed log-probs for the two options
+
+
+class Counting(ScriptedTeacher):
+    """ScriptedTeacher that counts scoring calls (no continuation_details: one pseudo-token per option)."""
+
+    def __init__(self, name, choice_scores):
+        super().__init__(name, ["unused"], choice_scores=choice_scores)
+        self.scored = 0
+
+    def score_continuations(self, prompt, continuations):
+        self.scored += 1
+        return super().score_continuations(prompt, continuations)
+
+
+class PromptDependent(Counting):
+    """Scores that change with the whole prompt, so different exemplar sets can change the answer."""
+
+    def score_continuations(self, prompt, continuations):
+        self.scored += 1
+        return [-int(hashlib.sha256((prompt + c).encode()).hexdigest()[:6], 16) / 2**24 * 3 for c in continuations]
+
+
+def make_rows(n: int) -> list[PromptRow]:
+    """Yes/no questions with hashed splits (about 60% train)."""
+    rows = []
+    for i in range(n):
+        text = f"Is {i} an even number?"
+        rid = stable_id("test", text)
+        rows.append(PromptRow(id=rid, source="test", task="yesno", input=text, gold="Yes" if i % 2 == 0 else "No",
+                              split=split_for(rid), choices=["Yes", "No"]))
+    return rows
+
+
+def split_rows(n=80):
+    rows = make_rows(n)
+    return ([r for r in rows if r.split == "train"],
+            [r for r in rows if r.split != "train"])
+
+
+# --- exemplars and prompts ------------------------------------------------------------
+
+
+def test_exemplar_sets_are_train_rows_disjoint_and_seeded():
+    train, held = split_rows()
+    assert len(train) >= 9
+    sets = exemplar_sets(train + held, shots=3, variants=3, seed=0)
+    assert len(sets) == 3 and all(len(s) == 3 for s in sets)
+    ids = [r.id for s in sets for r in s]
+    assert len(set(ids)) == 9  # disjoint while the pool is big enough
+    assert all(r.split == "train" and r.choices for s in sets for r in s)
+    assert exemplar_sets(train, 3, 3, seed=0) == sets  # the held-out rows never count
+    assert exemplar_sets(train, 3, 3, seed=1) != sets
+    # A small pool wraps around: still `shots` exemplars per set.
+    small = exemplar_sets(train[:4], shots=3, variants=3)
+    assert [len(s) for s in small] == [3, 3, 3] and {r.id for s in small for r in s} == {r.id for r in train[:4]}
+
+
+def test_exemplar_sets_edge_cases():
+    train, held = split_rows()
+    assert exemplar_sets(held, shots=0, variants=3) == [[], [], []]
+    with pytest.raises(DistillError, match="labelled train rows"):
+        exemplar_sets(held, shots=2, variants=1)
+    no_choices = [PromptRow(id=r.id, source=r.source, task=r.task, input=r.input, gold=r.gold, split="train")
+                  for r in train]
+    with pytest.raises(DistillError):
+        exemplar_sets(no_choices, shots=1, variants=1)
+
+
+def test_mc_prompt_text():
+    row = PromptRow(id="x", source="t", task="t", input="Is it?", gold="No", split="test", choices=["Yes", "No"])
+    ex = PromptRow(id="e", source="t", task="t", input="Was it?", gold="Yes", split="train", choices=["Yes", "No"])
+    assert mc_prompt(row, []) == "Question: Is it?\nOptions: Yes; No\nAnswer:"
+    assert mc_prompt(row, [ex]) == ("Question: Was it?\nOptions: Yes; No\nAnswer: Yes\n\n"
+                                    "Question: Is it?\nOptions: Yes; No\nAnswer:")
+    assert self_verify_prompt(row, [], "No") == ("Question: Is it?\nOptions: Yes; No\nAnswer: No\n"
+                                                  "Question: Is that answer correct?\nOptions: Yes; No\nAnswer:")
+
+
+# --- answer_items through the store ---------------------------------------------------
+
+
+@pytest.fixture
+def setup(store):
+    train, held = split_rows()
+    return store, held, exemplar_sets(train, shots=2, variants=3)
+
+
+def test_student_answers_features_tokens_and_stored_requests(setup):
+    store, rows, ex = setup
+    model = Counting("stu", {"Yes": YES, "No": NO})
+    out = answer_items(store, model, rows, ex, "run1", "student")
+    assert model.scored == 3 * len(rows)
+    assert [p["prompt_id"] for p in out] == [r.id for r in rows]
+    p_yes = math.exp(YES) / (math.exp(YES) + math.exp(NO))
+    for row, p in zip(rows, out):
+        assert p["answer"] == "Yes" and p["correct"] == (row.gold == "Yes") and p["split"] == row.split
+        f = p["features"]
+        assert f["answer_index"] == 0 and f["max_prob"] == pytest.approx(p_yes)
+        assert f["margin"] == pytest.approx(2 * p_yes - 1)
+        assert f["seq_prob"] == pytest.approx(math.exp(YES)) and f["token_q10"] == pytest.approx(math.exp(YES))
+        assert f["token_margin"] == 0.0  # no margins from a scripted model
+        assert f["agreement"] == 1.0
+        # Tokens of every variant: whitespace words of the prompt (no tokenizer) + one pseudo-token.
+        assert p["tokens"] == sum(len(mc_prompt(row, shots).split()) + 1 for shots in ex)
+        assert p["request_key"] == request_key("stu", mc_prompt(row, ex[0]), SCORE_PARAMS, 0)
+    reqs = store.query("SELECT * FROM requests WHERE model = 'stu'")
+    assert len(reqs) == 3 * len(rows)
+    assert {r["purpose"] for r in reqs} == {"eval-student"} and {r["run_id"] for r in reqs} == {"run1"}
+    extra = json.loads(reqs[0]["extra"])
+    assert [o["token_logprobs"] for o in extra["options"]] == [[YES], [NO]]
+    assert all(json.loads(r["params"])["max_new_tokens"] == 0 for r in reqs)
+
+
+def test_second_call_is_served_from_the_store(setup):
+    store, rows, ex = setup
+    model = Counting("stu", {"Yes": YES, "No": NO})
+    first = answer_items(store, model, rows, ex, "run1", "student", self_verify=True)
+    calls, n_req = model.scored, store.count("requests")
+    again = Counting("stu", {"Yes": 5.0, "No": 9.0})  # a model call would now give other answers
+    second = answer_items(store, again, rows, ex, "run2", "student", self_verify=True)
+    assert again.scored == 0 and store.count("requests") == n_req and calls == 4 * len(rows)
+    assert second == first
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(setup):
+    store, rows, ex = setup
+    model = Counting("stu", {"Yes": YES, "No": NO})
+    answer_items(store, model, rows[:5], ex, "run1", "student")
+    model.scored = 0
+    out = answer_items(store, model, rows, ex, "run2", "student")
+    assert model.scored == 3 * (len(rows) - 5) and len(out) == len(rows)
+
+
+def test_teacher_uses_the_main_prompt_only(setup):
+    store, rows, ex = setup
+    model = Counting("tea", {"Yes": -3.0, "No": -0.1})
+    out = answer_items(store, model, rows, ex, "run1", "teacher")
+    assert model.scored == len(rows)
+    assert all(p["answer"] == "No" and "agreement" not in p["features"] for p in out)
+    assert [p["tokens"] for p in out] == [len(mc_prompt(r, ex[0]).split()) + 1 for r in rows]
+    assert store.count("requests", "purpose = 'eval-teacher'") == len(rows)
+
+
+def test_agreement_is_the_share_of_variants_giving_the_main_answer(setup):
+    store, rows, ex = setup
+    model = PromptDependent("pd", {})
+    out = answer_items(store, model, rows, ex, "run1", "student")
+    values = []
+    for row, p in zip(rows, out):
+        answers = []
+        for shots in ex:
+            scores = model.score_continuations(mc_prompt(row, shots), [" " + c for c in row.choices])
+            answers.append(row.choices[int(np.argmax(scores))])
+        assert p["answer"] == answers[0]
+        assert p["features"]["agreement"] == pytest.approx(answers.count(answers[0]) / 3)
+        values.append(p["features"]["agreement"])
+    assert len(set(values)) > 1  # the test would not notice a constant
+
+
+def test_self_verify_adds_the_probability_of_yes(setup):
+    store, rows, ex = setup
+    model = Counting("stu", {"Yes": YES, "No": NO})
+    out = answer_items(store, model, rows, ex, "run1", "student", self_verify=True)
+    p_yes = math.exp(YES) / (math.exp(YES) + math.exp(NO))
+    for row, p in zip(rows, out):
+        assert p["features"]["verifier"] == pytest.approx(p_yes)
+        assert p["tokens_verify"] == len(self_verify_prompt(row, ex[0], p["answer"]).split()) + 1
+    assert store.count("requests", "purpose = 'eval-student-verify'") == len(rows)
+
+
+def test_rows_without_choices_are_refused(setup):
+    store, rows, ex = setup
+    bare = [PromptRow(id="b", source="t", task="t", input="free text?", gold="x", split="test")]
+    with pytest.raises(DistillError, match="needs choices"):
+        answer_items(store, Counting("stu", {}), rows[:2] + bare, ex, "run1", "student")
+    assert store.count("requests") == 0
+
+
+def test_rows_sharing_a_prompt_with_different_labels(store):
+    """Two rows with the same question and options but different (noisy) labels render the same prompt."""
+    rows = [PromptRow(id=f"r{i}", source="t", task="t", input="Same question?", gold=g, split="test",
+                      choices=["Yes", "No"]) for i, g in enumerate(["Yes", "No"])]
+    out = answer_items(store, Counting("stu", {"Yes": YES, "No": NO}), rows, [[]], "run1", "student")
+    assert [p["answer"] for p in out] == ["Yes", "Yes"] and [p["correct"] for p in out] == [True, False]
+    assert store.count("requests") == 1
+
+
+@pytest.mark.slow
+def test_a_tiny_local_model_scores_real_tokens(store, tmp_path, monkeypatch):
+    """LocalGenerator has continuation_details: per-token log-probs and top-2 margins are stored."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    from synth.local import LocalGenerator
+
+    model = LocalGenerator("tiny-random", batch_size=4)
+    train, held = split_rows(40)
+    ex = exemplar_sets(train, shots=1, variants=2)
+    rows = held[:6]
+    out = answer_items(store, model, rows, ex, "run1", "student", self_verify=True)
+    for row, p in zip(rows, out):
+        f = p["features"]
+        assert p["answer"] in row.choices and 0 < f["token_margin"] < 1 and 0 < f["seq_prob"] < 1
+        assert 0 <= f["verifier"] <= 1 and f["agreement"] in (0.5, 1.0)
+        prompt_tokens = sum(len(model.tokenizer(mc_prompt(row, s))["input_ids"]) for s in ex)
+        assert p["tokens"] > prompt_tokens
+    n_req = store.count("requests")
+    assert answer_items(store, model, rows, ex, "run2", "student", self_verify=True) == out
+    assert store.count("requests") == n_req
