@@ -19,22 +19,10 @@ def tiny_cache(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_cache, tmp_path_factory) -> Path:
-    """tiny-random with every weight re-drawn from a fixed seed: same vocabulary, different model."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A tiny model from another seed: same vocabulary as tiny-random, different weights."""
+    from synth.tiny import build_tiny_model
 
-    from synth.models import model_path
-
-    src = model_path("tiny-random")
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    gen = torch.Generator().manual_seed(1234)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-    out = tmp_path_factory.mktemp("teacher") / "tiny-teacher"
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    return out
+    return build_tiny_model(tmp_path_factory.mktemp("teacher") / "tiny-teacher", seed=1234)
 
 
 def _prompt_row(i: int) -> dict:

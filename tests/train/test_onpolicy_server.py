@@ -21,20 +21,13 @@ def served_teacher(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import model_path
+    from synth.tiny import build_tiny_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
-        src = model_path("tiny-random")
-        model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-        gen = torch.Generator().manual_seed(1234)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-        out = tmp_path_factory.mktemp("teacher") / "tiny-teacher"
-        model.save_pretrained(out)
-        tok = AutoTokenizer.from_pretrained(src)
-        tok.save_pretrained(out)
+        out = build_tiny_model(tmp_path_factory.mktemp("teacher") / "tiny-teacher", seed=1234)
+        model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        tok = AutoTokenizer.from_pretrained(out)
         with start_server(str(out)) as handle:
             yield handle, model.eval(), tok
 
