@@ -19,7 +19,10 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--price", action="append", default=[], metavar="MODEL=USD",
                    help="USD per 1M tokens of a model (repeat); unpriced models cost 0")
     g.add_argument("--shots", type=int, default=3, help="few-shot exemplars from the train split")
-    g.add_argument("--variants", type=int, default=3, help="prompt variants the student answers (agreement signal)")
+    g.add_argument("--variants", type=int, default=1,
+                   help="prompt variants the student answers (3 or more for the agreement signal)")
+    g.add_argument("--self-verify", action="store_true",
+                   help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
     g.add_argument("--resplits", type=int, default=20, help="random re-splits checking the accuracy target")
@@ -67,7 +70,8 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
                                 calibration=args.calibration, target_accuracy=args.target_accuracy,
                                 max_teacher_share=args.max_teacher_share, max_cost_per_1k=args.max_cost_per_1k,
                                 delta=args.delta, prices=prices, shots=args.shots, variants=args.variants,
-                                limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train, resplits=args.resplits,
+                                limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
+                                resplits=args.resplits, self_verify=args.self_verify,
                                 seed=args.seed)
         except BaseException:
             store.finish_run(run_id, status="failed")

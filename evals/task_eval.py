@@ -93,9 +93,9 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   run_id: str, *, signal: str = "max_prob", calibration: str = "platt",
                   target_accuracy: float | None = None, max_teacher_share: float | None = None,
                   max_cost_per_1k: float | None = None, delta: float | None = None,
-                  prices: dict[str, float] | None = None, shots: int = 3, variants: int = 3,
+                  prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
                   limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
-                  resplits: int = 20, seed: int = 0) -> dict:
+                  resplits: int = 20, seed: int = 0, self_verify: bool = False) -> dict:
     """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
     if signal not in SIGNALS:
         raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)}")
@@ -103,8 +103,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
         raise DistillError(f"unknown calibration '{calibration}': use one of {', '.join(METHODS)}")
     if variants < 1 or shots < 0:
         raise DistillError(f"--variants must be >= 1 and --shots >= 0 (got {variants} and {shots})")
-    if signal in ("agreement", "learned") and variants < 2:
-        raise DistillError(f"signal '{signal}' needs answers to several prompt variants: use --variants 3")
+    if signal == "agreement" and variants < 2:
+        raise DistillError("signal 'agreement' needs answers to several prompt variants: use --variants 3")
     pool = load_task_pool(store, task, run_id)
     calib = store.prompts(pool, split="calibration", limit=limit)
     test = store.prompts(pool, split="test", limit=limit)
@@ -112,11 +112,13 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
         raise DistillError(f"task '{task}' has {len(calib)} calibration and {len(test)} test rows: "
                            "need at least 10 of each (raise --limit or use a larger task)")
     exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, variants, seed)
-    needs_verify = signal in ("verifier", "learned")
+    # The learned head uses every feature the run has: one pass gives five; --variants k adds
+    # agreement and --self-verify (or signal verifier) adds the self-check, each at its own cost.
+    needs_verify = signal == "verifier" or self_verify
     preds = {student.name: answer_items(store, student, calib + test, exemplars, run_id, "student",
                                         self_verify=needs_verify)}
     for p in preds[student.name]:  # count what the deployed cascade would run for this signal
-        if signal not in ("agreement", "learned"):
+        if signal != "agreement" and not (signal == "learned" and variants > 1):
             p["tokens"], p["latency_s"] = p["tokens"] // max(1, variants), p["latency_s"] / max(1, variants)
         p["tokens"] += p.get("tokens_verify", 0)
     for t in teachers:
