@@ -98,8 +98,17 @@ def _features_of(request: dict, row: PromptRow) -> dict:
         return choice_features(extra["options"])
     # A generated answer (API teacher): matched to an option, token signals from its log-probs.
     text = (request["response"] or "").strip()
-    index = next((i for i, c in enumerate(row.choices) if answers_match(text, c)), -1)
+    exact = [i for i, c in enumerate(row.choices) if text.casefold() == c.strip().casefold()]
+    index = exact[0] if exact else next((i for i, c in enumerate(row.choices) if answers_match(text, c)), -1)
     return {"answer_index": index, **token_features(extra.get("token_logprobs", []), [])}
+
+
+def _is_gold(answer: str, row: PromptRow, index: int) -> bool:
+    """An option chosen by index must BE the gold option: answers_match's looser matching would
+    count "incorrect" as matching "correct" (winowhy) or "implausible" as "plausible"."""
+    if index >= 0:
+        return answer.strip().casefold() == row.gold.strip().casefold()
+    return answers_match(answer, row.gold)
 
 
 def self_verify_prompt(row: PromptRow, shots: list[PromptRow], answer: str) -> str:
@@ -149,7 +158,7 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
             answers = [row.choices[f["answer_index"]] if f["answer_index"] >= 0 else "" for f in feats]
             main["agreement"] = agreement(answer, answers)
         out.append(dict(prompt_id=row.id, split=row.split, request_key=reqs[0]["key"], answer=answer,
-                        correct=answers_match(answer, row.gold), features=main,
+                        correct=_is_gold(answer, row, main["answer_index"]), features=main,
                         tokens=int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
                         latency_s=float(sum(r["latency_s"] or 0.0 for r in reqs))))
     if self_verify and not hasattr(model, "agenerate"):

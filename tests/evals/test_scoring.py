@@ -208,6 +208,19 @@ def test_rows_sharing_a_prompt_with_different_labels(store):
     assert store.count("requests") == 1
 
 
+def test_an_option_containing_the_gold_label_is_wrong(store):
+    """winowhy / sports_understanding: "incorrect" contains "correct", "implausible" contains "plausible";
+    a chosen option is right only if it is the gold option itself."""
+    rows = [PromptRow(id="w", source="t", task="t", input="Is the reason right?", gold="correct", split="test",
+                      choices=["correct", "incorrect"]),
+            PromptRow(id="s", source="t", task="t", input="Is it plausible?", gold="plausible", split="test",
+                      choices=["plausible", "implausible"])]
+    scores = {"incorrect": -0.1, "correct": -2.0, "implausible": -0.1, "plausible": -2.0}
+    out = answer_items(store, Counting("stu", scores), rows, [[]], "run1", "student")
+    assert [p["answer"] for p in out] == ["incorrect", "implausible"]
+    assert [p["correct"] for p in out] == [False, False]
+
+
 @pytest.mark.slow
 def test_a_tiny_local_model_scores_real_tokens(store, tmp_path, monkeypatch):
     """LocalGenerator has continuation_details: per-token log-probs and top-2 margins are stored."""
