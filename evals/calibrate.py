@@ -136,13 +136,21 @@ def choose_threshold(curve: list[dict], n: int, *, target_accuracy: float | None
     if delta is None:
         hits = [p for p in feasible if p["accuracy"] >= target_accuracy - eps]
         return dict(min(hits, key=lambda p: p["teacher_share"]), reached=True) if hits else dict(best, reached=False)
-    chosen = None
-    for p in sorted(feasible, key=lambda p: -p["teacher_share"]):  # fixed sequence: safest first
+    # Fixed-sequence testing walks from the safer end: all-teacher when the teacher is the more
+    # accurate model on calibration (the usual case), else all-student (a weak teacher makes risk
+    # fall, not rise, with the student's share). Every point passed before the first failure is
+    # certified; the cheapest of them is chosen.
+    teacher_end = max(feasible, key=lambda p: p["teacher_share"])
+    student_end = min(feasible, key=lambda p: p["teacher_share"])
+    descending = teacher_end["accuracy"] >= student_end["accuracy"]
+    passed = []
+    for p in sorted(feasible, key=lambda p: -p["teacher_share"] if descending else p["teacher_share"]):
         k = int(round(p["accuracy"] * n))
         # A lax delta (>= 0.5) could pass a point below the target; the guarantee never asks for less.
         if ltt_p_value(k, n, target_accuracy) > delta or p["accuracy"] < target_accuracy - eps:
             break
-        chosen = p
+        passed.append(p)
+    chosen = min(passed, key=lambda p: p["teacher_share"]) if passed else None
     if chosen is None:
         return dict(best, reached=False)
     return dict(chosen, reached=True)

@@ -308,3 +308,16 @@ def test_reached_means_the_target_held_on_calibration_whatever_delta():
              {"threshold": math.inf, "teacher_share": 1.0, "accuracy": 0.99, "cost_per_1k": 1.0}]
     out = choose_threshold(curve, 100, target_accuracy=0.87, delta=0.7)
     assert not (out["reached"] and out["accuracy"] < 0.87)
+
+
+def test_ltt_walks_from_the_student_end_when_the_teacher_is_weaker():
+    """A teacher worse than the student makes accuracy fall with the teacher share: the fixed
+    sequence must start at all-student, or nothing would ever be certified."""
+    curve = [{"threshold": t, "teacher_share": s, "accuracy": a, "cost_per_1k": s}
+             for t, s, a in ((-1.0, 0.0, 0.85), (0.5, 0.5, 0.7), (2.0, 1.0, 0.5))]
+    chosen = choose_threshold(curve, 200, target_accuracy=0.75, delta=0.1)
+    assert chosen["reached"] is True and chosen["teacher_share"] == 0.0
+    # The usual direction still holds when the teacher is the better model.
+    flipped = [dict(p, accuracy=a) for p, a in zip(curve, (0.5, 0.7, 0.85))]
+    chosen = choose_threshold(flipped, 200, target_accuracy=0.75, delta=0.1)
+    assert chosen["reached"] is True and chosen["teacher_share"] == 1.0
