@@ -19,6 +19,8 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--price", action="append", default=[], metavar="MODEL=USD",
                    help="USD per 1M tokens of a model (repeat); unpriced models cost 0")
     g.add_argument("--shots", type=int, default=3, help="few-shot exemplars from the train split")
+    g.add_argument("--balanced-shots", action="store_true",
+                   help="exemplars cover every label before any repeats (classification tasks)")
     g.add_argument("--variants", type=int, default=1,
                    help="prompt variants the student answers (3 or more for the agreement signal)")
     g.add_argument("--self-verify", action="store_true",
@@ -72,6 +74,7 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
                                 delta=args.delta, prices=prices, shots=args.shots, variants=args.variants,
                                 limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
                                 resplits=args.resplits, self_verify=args.self_verify,
+                                balanced_shots=args.balanced_shots,
                                 seed=args.seed)
         except BaseException:
             store.finish_run(run_id, status="failed")

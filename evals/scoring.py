@@ -35,12 +35,24 @@ SCORE_PARAMS = GenParams(max_new_tokens=0)
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
 
 
-def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: int = 0) -> list[list[PromptRow]]:
-    """`variants` disjoint-as-possible few-shot sets from the train split (variant 0 is the main one)."""
+def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: int = 0,
+                  balanced: bool = False) -> list[list[PromptRow]]:
+    """`variants` disjoint-as-possible few-shot sets from the train split (variant 0 is the main one).
+
+    `balanced` deals exemplars round-robin over gold labels, so a classification prompt shows
+    every label before any repeats: small models copy the labels they saw most or last
+    (majority-label and recency bias, Zhao et al. 2021).
+    """
     pool = [r for r in train_rows if r.split == "train" and r.choices]
     if shots and not pool:
         raise DistillError("few-shot exemplars need labelled train rows: load the whole task, not only test rows")
     random.Random(seed).shuffle(pool)
+    if balanced:
+        by_label: dict[str, list[PromptRow]] = {}
+        for r in pool:
+            by_label.setdefault(r.gold, []).append(r)
+        queues = list(by_label.values())
+        pool = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
     return [[pool[(v * shots + i) % len(pool)] for i in range(shots)] if shots else [] for v in range(variants)]
 
 

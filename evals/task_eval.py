@@ -95,7 +95,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   max_cost_per_1k: float | None = None, delta: float | None = None,
                   prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
                   limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
-                  resplits: int = 20, seed: int = 0, self_verify: bool = False) -> dict:
+                  resplits: int = 20, seed: int = 0, self_verify: bool = False,
+                  balanced_shots: bool = False) -> dict:
     """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
     if signal not in SIGNALS:
         raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)}")
@@ -111,7 +112,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     if len(calib) < 10 or len(test) < 10:
         raise DistillError(f"task '{task}' has {len(calib)} calibration and {len(test)} test rows: "
                            "need at least 10 of each (raise --limit or use a larger task)")
-    exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, variants, seed)
+    exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, variants, seed,
+                              balanced=balanced_shots)
     # The learned head uses every feature the run has: one pass gives five; --variants k adds
     # agreement and --self-verify (or signal verifier) adds the self-check, each at its own cost.
     needs_verify = signal == "verifier" or self_verify
@@ -147,6 +149,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                      correct=p["correct"], confidence=p["features"].get(signal), tokens=p["tokens"],
                      eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
     store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
-                   "signal": signal, "calibration": calibration, "shots": shots, "variants": variants,
+                   "signal": signal, "calibration": calibration, "shots": shots, "balanced_shots": balanced_shots,
+                   "variants": variants,
                    "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
     return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}

@@ -78,6 +78,18 @@ def test_exemplar_sets_are_train_rows_disjoint_and_seeded():
     assert [len(s) for s in small] == [3, 3, 3] and {r.id for s in small for r in s} == {r.id for r in train[:4]}
 
 
+def test_balanced_exemplars_show_every_label_before_any_repeats():
+    labels = ["a"] * 20 + ["b"] * 3 + ["c"] * 2  # a skewed train split
+    train = [PromptRow(id=f"t{i}", source="t", task="t", input=f"q{i}", gold=g, split="train", choices=["a", "b", "c"])
+             for i, g in enumerate(labels)]
+    for seed in range(5):
+        first = exemplar_sets(train, shots=3, variants=2, seed=seed, balanced=True)
+        assert all(sorted(r.gold for r in shots) == ["a", "b", "c"] for shots in first)
+        assert {r.id for r in first[0]}.isdisjoint({r.id for r in first[1]})
+    plain = [sorted(r.gold for r in exemplar_sets(train, 3, 1, seed=s)[0]) for s in range(5)]
+    assert any(p != ["a", "b", "c"] for p in plain)  # without balancing the majority label crowds in
+
+
 def test_exemplar_sets_edge_cases():
     train, held = split_rows()
     assert exemplar_sets(held, shots=0, variants=3) == [[], [], []]
