@@ -13,8 +13,8 @@ import numpy as np
 
 from evals import metrics
 from evals.calibrate import choose_threshold, fit_calibrator
-from evals.chain import chain_outcome, fit_chain
 from evals.cascade import ModelAnswers, cascade_curve, evaluate, jsonable
+from evals.chain import chain_outcome, fit_chain
 from evals.signals import fit_learned, signal_values
 
 
@@ -79,8 +79,8 @@ def _slices(test: dict[str, list[dict]], student: str, teacher: str, cascade_ok:
         groups[slice_of.get(p["prompt_id"], "all")].append(i)
     rows = []
     for name, idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        pick = lambda preds: float(np.mean([preds[i]["correct"] for i in idx]))  # noqa: E731
-        rows.append({"slice": name, "n": len(idx), "student": pick(test[student]), "teacher": pick(test[teacher]),
+        s_ok, t_ok = ([preds[i]["correct"] for i in idx] for preds in (test[student], test[teacher]))
+        rows.append({"slice": name, "n": len(idx), "student": float(np.mean(s_ok)), "teacher": float(np.mean(t_ok)),
                      "cascade": float(cascade_ok[idx].mean())})
     return rows
 

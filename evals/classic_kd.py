@@ -26,7 +26,9 @@ PROB_TOL = 1e-3  # teacher probs come from a softmax; more drift than this means
 
 
 def _default_embed(texts: list[str]) -> np.ndarray:
-    from curation.embed import embed_texts  # lazy: loading MiniLM is only needed on the real path
+    from curation.embed import (
+        embed_texts,  # lazy: loading MiniLM is only needed on the real path
+    )
     return embed_texts(texts)
 
 

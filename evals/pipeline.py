@@ -22,7 +22,13 @@ from evals.cascade import ModelAnswers, evaluate
 from evals.report import write_report
 from prompts.rows import PromptRow
 from prompts.templates import template_hash
-from synth.cot import build_prompt, choice_probs, fewshot_examples, parse_trace, register_templates
+from synth.cot import (
+    build_prompt,
+    choice_probs,
+    fewshot_examples,
+    parse_trace,
+    register_templates,
+)
 from synth.engine import GenParams, Job, keys_for, run_requests
 from synth.local import Generation
 from synth.teachers import Teacher

@@ -15,8 +15,8 @@ option (`answers_match`).
 """
 from __future__ import annotations
 
-import json
 import dataclasses
+import json
 import random
 import sys
 import time

@@ -37,7 +37,14 @@ from synth import faults as fault_kinds
 from synth import openai_api
 from synth.faults import FaultPlan, parse_faults
 from synth.openai_api import Reply, bad
-from synth.serve import ServerHandle, _ModelBackend, _Server, _Stats, check_options, launch
+from synth.serve import (
+    ServerHandle,
+    _ModelBackend,
+    _Server,
+    _Stats,
+    check_options,
+    launch,
+)
 
 SERVED_NAME = "cascade"
 SPEC_VERSION = 1
