@@ -143,6 +143,26 @@ def test_score_continuations_matches_manual_computation(gen):
     assert scores[0] > scores[1]  # the model's own greedy text beats an arbitrary one
 
 
+def test_continuation_details_shared_prompt_pass_matches_full_sequences(gen):
+    """Options of different lengths scored from one cached prompt pass give the same per-token
+    log-probs and top-2 margins as scoring each full sequence on its own."""
+    prompt = PROMPTS[1]
+    options = [" 12 zebra quantum", " 7", " quantum 12"]
+    details = gen.continuation_details(prompt, options)
+    head = gen.tokenizer(prompt)["input_ids"]
+    for option, d in zip(options, details):
+        tail = gen.tokenizer(option, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            lp = torch.log_softmax(gen.model(torch.tensor([head + tail])).logits[0].float(), -1)
+        rows = lp[len(head) - 1: len(head) - 1 + len(tail)]
+        top2 = rows.topk(2, dim=-1).values
+        assert d["token_logprobs"] == pytest.approx([float(rows[k, t]) for k, t in enumerate(tail)], abs=1e-4)
+        assert d["top2_margins"] == pytest.approx((top2[:, 0] - top2[:, 1]).tolist(), abs=1e-4)
+    tails = [gen.tokenizer(o, add_special_tokens=False)["input_ids"] for o in options]
+    joint = gen._details_joint(head, tails)
+    assert [d["token_logprobs"] for d in joint] == [pytest.approx(d["token_logprobs"], abs=1e-4) for d in details]
+
+
 def test_progress_bar_on_stderr(gen, capsys):
     gen.generate(PROMPTS, max_new_tokens=2, num_samples=2, progress="teaching")
     err = capsys.readouterr().err
