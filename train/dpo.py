@@ -13,7 +13,6 @@ from its last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from distill.errors import DistillError
 from train.sft import _fingerprint
 from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
-                          run_script, settings_from, training_tokenizer)
+                          run_script, settings_from, trainer_parser, training_tokenizer)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -127,11 +126,7 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prompt/chosen/rejected JSONL or Parquet from `distill pairs`")
-    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
-    parser.add_argument("--output", default="runs/dpo", help="where checkpoints and the model go")
-    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
+    parser = trainer_parser(__doc__, "prompt/chosen/rejected JSONL or Parquet from `distill pairs`", "runs/dpo")
     add_settings(parser, DPOSettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, DPOSettings)

@@ -38,7 +38,6 @@ trained again; a killed one resumes from its last checkpoint.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
@@ -49,7 +48,7 @@ from pathlib import Path
 from distill.errors import DistillError
 from train.sft import _fingerprint
 from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
-                          run_script, settings_from)
+                          run_script, settings_from, trainer_parser)
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -308,9 +307,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="prompt export or messages export, JSONL or Parquet")
-    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
+    parser = trainer_parser(__doc__, "prompt export or messages export, JSONL or Parquet", "runs/onpolicy")
     parser.add_argument("--teacher", default=None, help="registry name, path or HF id (same vocabulary)")
     parser.add_argument("--teacher-url", default=None,
                         help="OpenAI-style base URL of a `distill serve` / `vllm serve` teacher, "
@@ -320,8 +317,6 @@ def main(argv: list[str] | None = None) -> None:
                              "else 1, the only one TRL supports there)")
     parser.add_argument("--self-distill", action="store_true",
                         help="teacher = frozen initial student that also sees the verified trace")
-    parser.add_argument("--output", default="runs/onpolicy", help="where checkpoints and the model go")
-    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
     add_settings(parser, OnPolicySettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, OnPolicySettings)

@@ -10,7 +10,6 @@ same settings) is found by its content hash and not trained again.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.common import (TrainingRun, add_settings, cached_summary, publish, recorded_run, run_script,
-                          settings_from, training_tokenizer)
+                          settings_from, trainer_parser, training_tokenizer)
 
 
 @dataclass
@@ -95,11 +94,7 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="messages-format JSONL from `distill curate`")
-    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
-    parser.add_argument("--output", default="runs/student", help="where checkpoints and the model go")
-    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
+    parser = trainer_parser(__doc__, "messages-format JSONL from `distill curate`", "runs/student")
     add_settings(parser, SFTSettings)
     args = parser.parse_args(argv)
     settings = settings_from(args, SFTSettings)
