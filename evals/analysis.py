@@ -32,7 +32,7 @@ def _cost(tokens: np.ndarray, model: str, prices: dict[str, float]) -> np.ndarra
     return tokens * prices.get(model, 0.0) / 1e6
 
 
-def _raw_confidence(signal: str, calib: list[dict], test: list[dict], seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
+def raw_confidence(signal: str, calib: list[dict], test: list[dict], seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(calibration raw scores, test raw scores, what was fitted) for the chosen signal."""
     if signal == "learned":
         head, calib_raw = fit_learned([p["features"] for p in calib], np.array([p["correct"] for p in calib]),
@@ -130,7 +130,7 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
         ids = [p["prompt_id"] for p in part[student]]
         if not ids or any([p["prompt_id"] for p in part[m]] != ids for m in teachers):
             raise ValueError("every model must answer the same non-empty calibration and test items")
-    raw_calib, raw_test, fitted = _raw_confidence(signal, calib[student], test[student], seed)
+    raw_calib, raw_test, fitted = raw_confidence(signal, calib[student], test[student], seed)
     calibrator = fit_calibrator(calibration, raw_calib, [p["correct"] for p in calib[student]])
     conf_calib, conf_test = calibrator.apply(raw_calib), calibrator.apply(raw_test)
 

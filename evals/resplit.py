@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from evals.analysis import raw_confidence
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, cascade_outcome
-from evals.signals import fit_learned, signal_values
-
-
-def _confidences(signal: str, calib: list[dict], test: list[dict], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if signal == "learned":
-        head, raw_calib = fit_learned([p["features"] for p in calib], np.array([p["correct"] for p in calib]), seed=seed)
-        return raw_calib, head.predict([p["features"] for p in test])
-    return signal_values([p["features"] for p in calib], signal), signal_values([p["features"] for p in test], signal)
 
 
 def _answers(part: list[dict], conf: np.ndarray | None = None) -> ModelAnswers:
@@ -44,7 +37,7 @@ def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy:
         half = len(order) // 2
         cal, tst = order[:half], order[half:]
         s_cal, s_tst = [student[i] for i in cal], [student[i] for i in tst]
-        raw_cal, raw_tst = _confidences(signal, s_cal, s_tst, seed + r)
+        raw_cal, raw_tst, _ = raw_confidence(signal, s_cal, s_tst, seed + r)
         calibrator = fit_calibrator(calibration, raw_cal, [p["correct"] for p in s_cal])
         s_c = _answers(s_cal, calibrator.apply(raw_cal))
         t_c = _answers([teacher[i] for i in cal])
