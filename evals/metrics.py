@@ -189,6 +189,25 @@ def auroc(confidence: Any, correct: Any) -> float:
     return float((ranks[ok].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def curve_gain_over_random(student_correct: Any, teacher_correct: Any, confidence: Any) -> float:
+    """Mean accuracy gain of the cascade over random routing across every teacher share.
+
+    The cascade curve escalates the least confident items first (j = 0..n escalated); random
+    routing is the straight line from student to teacher accuracy. Averaged over the n+1
+    points, an item at 0-based rank r (ascending confidence, ties at their average rank, i.e.
+    broken at random in expectation) is answered by the teacher in n-r of them, so the gain
+    is a mean of per-item terms. It stays defined when the two models are equally accurate,
+    where APGR is not: 0 = no better than random routing over the whole curve.
+    """
+    s = np.asarray(student_correct, dtype=float)
+    t = np.asarray(teacher_correct, dtype=float)
+    conf = np.asarray(confidence, dtype=float)
+    if not s.shape == t.shape == conf.shape or s.ndim != 1 or s.size == 0:
+        raise ValueError("student_correct, teacher_correct and confidence must be non-empty 1-D arrays of one shape")
+    n, rank = s.size, _average_ranks(conf) - 1
+    return float(np.mean(((n - rank) * t + (rank + 1) * s) / (n + 1) - (s + t) / 2))
+
+
 def risk_coverage(confidence: Any, correct: Any) -> list[dict]:
     """Selective prediction: answer only the most confident share (coverage) of items.
 

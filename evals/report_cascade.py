@@ -126,6 +126,9 @@ def _routing_table(result: dict) -> list[str]:
         return cis.get(key) if isinstance(cis.get(key), dict) else result.get(key)
     return [
         "| metric | value [95% CI] | what it means |", "|---|---|---|",
+        (f"| gain over random, whole curve | {_ci(result.get('curve_vs_random'))} | mean accuracy of the "
+         "cascade minus random routing over every teacher share (least confident escalated first); 0 = "
+         "no better than random |"),
         (f"| APGR | {_ci(get('apgr'))} | average share of the student-to-teacher gap recovered over all "
         "teacher shares; 0.5 = random routing, higher is better |"),
         f"| CPT(50%) | {_ci(get('cpt_50'), _pct)} | teacher calls needed to recover half the gap; lower is better |",

@@ -93,3 +93,31 @@ def test_auroc_perfect_reversed_ties_and_single_class():
     assert metrics.auroc([0.9, 0.5, 0.5, 0.1], correct) == pytest.approx(0.875)
     assert metrics.auroc([-3.0, 10.0, -7.0, -8.0], correct) == 1.0  # any scale works
     assert math.isnan(metrics.auroc([0.1, 0.2], [1, 1]))
+
+
+def _brute_force_curve_gain(s, t, conf):
+    """Escalate the j least confident items, j = 0..n; mean over j of cascade minus random."""
+    order = np.argsort(conf, kind="stable")
+    n = len(s)
+    gains = []
+    for j in range(n + 1):
+        escalated = np.zeros(n, dtype=bool)
+        escalated[order[:j]] = True
+        acc = np.where(escalated, t, s).mean()
+        gains.append(acc - ((1 - j / n) * s.mean() + j / n * t.mean()))
+    return float(np.mean(gains))
+
+
+def test_curve_gain_over_random_equals_the_brute_force_curve():
+    rng = np.random.default_rng(3)
+    s, t, conf = rng.random(40) < 0.6, rng.random(40) < 0.5, rng.random(40)
+    assert metrics.curve_gain_over_random(s, t, conf) == pytest.approx(_brute_force_curve_gain(s, t, conf))
+
+
+def test_curve_gain_over_random_is_zero_for_a_constant_signal_and_positive_for_an_informative_one():
+    rng = np.random.default_rng(4)
+    s, t = rng.random(200) < 0.5, rng.random(200) < 0.5
+    assert metrics.curve_gain_over_random(s, t, np.full(200, 0.7)) == pytest.approx(0.0, abs=1e-12)
+    informative = s + 0.3 * rng.random(200)  # right answers are surer
+    assert metrics.curve_gain_over_random(s, t, informative) > 0.1
+    assert metrics.curve_gain_over_random(s, t, -informative) < -0.1
