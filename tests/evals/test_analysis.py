@@ -173,6 +173,7 @@ def test_cascade_vs_random(result):
     assert cvr["teacher_share"] == pytest.approx(rows["cascade"]["teacher_share"])
     assert cvr["ci_low"] <= cvr["difference"] <= cvr["ci_high"]
     assert cvr["ci_low"] > 0  # an informative confidence beats random routing at the same share
+    assert result["curve_vs_random"]["ci_low"] > 0  # ... and over the whole curve
 
 
 def test_random_confidence_does_not_beat_random_routing():
@@ -181,6 +182,7 @@ def test_random_confidence_does_not_beat_random_routing():
     assert 0.1 < cvr["teacher_share"] < 0.95
     assert cvr["ci_low"] <= 0 <= cvr["ci_high"]
     assert out["metric_cis"]["apgr"]["ci_low"] <= 0.5 <= out["metric_cis"]["apgr"]["ci_high"]
+    assert out["curve_vs_random"]["ci_low"] <= 0 <= out["curve_vs_random"]["ci_high"]
 
 
 def test_metric_cis(result):
