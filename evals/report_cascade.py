@@ -157,7 +157,24 @@ def _fidelity(result: dict) -> list[str]:
     teacher = fid.get("teacher") or result.get("cascade_teacher") or "n/a"
     right = _pct(fid.get("agreement_when_teacher_right"))
     return [(f"The student gives the same answer as `{teacher}` on {_ci(fid.get('answer_agreement'), _pct)} of "
-             f"test items, and on {right} of the items the teacher gets right.")]
+             f"test items, and on {right} of the items the teacher gets right.")] + _rationale_lines(fid)
+
+
+def _rationale_lines(fid: dict) -> list[str]:
+    rat = fid.get("rationales")
+    if not isinstance(rat, dict):
+        return []
+    lines = [(f"\nRationale similarity (each model explains its own answer; cosine of `{rat.get('model')}` "
+              f"embeddings, {rat.get('n')} test items): {_ci(rat.get('similarity'))} overall, "
+              f"{_ci(rat.get('when_answers_agree'))} when the answers agree (n={(rat.get('when_answers_agree') or {}).get('n')}), "
+              f"{_ci(rat.get('when_answers_differ'))} when they differ "
+              f"(n={(rat.get('when_answers_differ') or {}).get('n')}). Empty explanations score 0: "
+              f"{rat.get('empty_explanations')}."), "", "| input | student | teacher | similarity |", "|---|---|---|---|"]
+    for ex in rat.get("examples") or []:
+        lines.append(f"| {_cell(ex.get('input'))} | **{_cell(ex.get('student_answer'))}**: {_cell(ex.get('student'))} "
+                     f"| **{_cell(ex.get('teacher_answer'))}**: {_cell(ex.get('teacher'))} "
+                     f"| {_num(ex.get('similarity'))} |")
+    return lines
 
 
 def _slices_table(result: dict) -> list[str]:

@@ -74,6 +74,17 @@ def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow
     return row, info
 
 
+def _rationales(store: Store, student: Teacher, teacher: Teacher, test: list[PromptRow], preds: dict,
+                n: int, run_id: str, seed: int) -> dict:
+    """Rationale similarity on the first `n` test items (each model explains its own answer)."""
+    from evals.rationales import rationale_fidelity
+
+    rows = sorted(test, key=lambda r: r.id)[:n]
+    answer = {name: {p["prompt_id"]: p["answer"] for p in ps} for name, ps in preds.items()}
+    return rationale_fidelity(store, student, teacher, rows, [answer[student.name][r.id] for r in rows],
+                              [answer[teacher.name][r.id] for r in rows], run_id, seed=seed)
+
+
 def _served_threshold(result: dict) -> float:
     """The fitted threshold clipped to [0, 1]; JSON keeps +/-inf as null, threshold_text keeps the sign."""
     if result["threshold"] is None:
@@ -95,7 +106,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   max_cost_per_1k: float | None = None, delta: float | None = None,
                   prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
                   limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
-                  resplits: int = 20, seed: int = 0, self_verify: bool = False,
+                  resplits: int = 20, rationales: int = 32, seed: int = 0, self_verify: bool = False,
                   balanced_shots: bool = False) -> dict:
     """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
     if signal not in SIGNALS:
@@ -135,6 +146,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
         result["kd_baseline"] = info
         if row:
             result["rows"].append(row)
+    if rationales > 0:
+        result["fidelity"]["rationales"] = _rationales(store, student, teacher, test, preds, rationales, run_id, seed)
     if resplits and target_accuracy is not None:
         result["resplits"] = resplit_hold_rate(preds[student.name], preds[teacher.name], target_accuracy,
                                                signal=signal, calibration=calibration, delta=delta, n=resplits,

@@ -51,7 +51,7 @@ class Scripted(ScriptedTeacher):
     Like ScriptedTeacher it has score_continuations only (one pseudo-token per option)."""
 
     def __init__(self, name: str, gold: dict[str, str], skill, verify_yes: float = -0.3):
-        super().__init__(name, ["unused"])
+        super().__init__(name, [f"{name} thinks the sound gives the animal away", "it barks like a dog"])
         self.gold, self.skill, self.verify_yes, self.scored = gold, skill, verify_yes, 0
 
     def score_continuations(self, prompt, continuations):
@@ -108,7 +108,8 @@ def test_too_many_labels_without_choices_is_refused(store, tmp_path):
 # --- the whole evaluation -------------------------------------------------------------
 
 OPTS = {"signal": "seq_prob", "calibration": "platt", "target_accuracy": 0.8, "delta": 0.2,
-        "prices": {"tea": 10.0, "stu": 1.0}, "shots": 2, "variants": 3, "kd_baseline": False, "resplits": 5}
+        "prices": {"tea": 10.0, "stu": 1.0}, "shots": 2, "variants": 3, "kd_baseline": False, "resplits": 5,
+        "rationales": 12}
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +122,14 @@ def run(tmp_path_factory):
         out = evaluate_task(store, str(task), student, [teacher], tmp / "out", "run1", **OPTS)
         counts = {t: store.count(t) for t in ("requests", "evals", "eval_predictions", "prompts")}
         calls = student.scored + teacher.scored
+        explained = student.calls + teacher.calls
         # Same models again, a new run: everything comes from the request cache.
         student2, teacher2 = models(gold)
         again = evaluate_task(store, str(task), student2, [teacher2], tmp / "out2", "run2", **OPTS)
         info = {
             "out": out, "again": again, "counts": counts, "calls": calls, "task": str(task), "gold": gold,
             "tmp": tmp, "again_calls": student2.scored + teacher2.scored,
+            "explained": explained, "again_explained": student2.calls + teacher2.calls,
             "again_counts": {t: store.count(t) for t in ("requests", "evals", "eval_predictions", "prompts")},
             "evals": store.query("SELECT * FROM evals ORDER BY id"),
             "preds": store.query("SELECT * FROM eval_predictions WHERE eval_id = 'eval-run1'"),
@@ -161,6 +164,18 @@ def test_the_result(run):
     assert result["fit"]["target_accuracy"] == 0.8 and result["fit"]["delta"] == 0.2
     assert {s["slice"] for s in result["slices"]} <= set(LABELS)  # slices are the gold labels
     assert "kd_baseline" not in result
+
+
+def test_rationale_similarity_is_reported_and_cached(run):
+    rat = run["out"]["result"]["fidelity"]["rationales"]
+    assert rat["n"] == 12 and rat["teacher"] == "tea" and run["explained"] == 24
+    assert rat["empty_explanations"] == {"student": 0, "teacher": 0}
+    assert 0 < rat["similarity"]["value"] < 0.99  # the two models explain differently
+    assert rat["when_answers_agree"]["n"] + rat["when_answers_differ"]["n"] == 12
+    assert len(rat["examples"]) == 3 and rat["examples"][0]["student"].startswith("stu thinks")
+    assert "Rationale similarity" in (run["tmp"] / "out" / "report.md").read_text()
+    assert run["again_explained"] == 0  # the re-run reads the explanations from the store
+    assert run["again"]["result"]["fidelity"]["rationales"]["similarity"] == rat["similarity"]
 
 
 def test_cascade_spec_passes_the_server_check_and_matches_the_fit(run):
@@ -209,7 +224,7 @@ def test_a_rerun_makes_no_model_call_and_no_new_requests(run):
 def test_requests_cover_every_variant_and_the_teacher_once(run):
     n = len(run["calib"]) + len(run["test"])
     # Student: 3 prompt variants per item (seq_prob needs no self-verification); teacher: the main prompt.
-    assert run["counts"]["requests"] == 3 * n + n
+    assert run["counts"]["requests"] == 3 * n + n + 2 * 12  # + each model explaining 12 answers
 
 
 def test_student_tokens_count_one_variant_for_a_single_answer_signal(run):
