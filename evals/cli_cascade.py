@@ -27,6 +27,10 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
+    g.add_argument("--debias", default="none", choices=("none", "content-free", "batch"),
+                   help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
+                        "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
+                        "classification tasks with one label set")
     g.add_argument("--rationales", type=int, default=32,
                    help="test items both models explain, for rationale similarity (fidelity); 0 = skip")
     g.add_argument("--resplits", type=int, default=20, help="random re-splits checking the accuracy target")
@@ -76,7 +80,7 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
                                 delta=args.delta, prices=prices, shots=args.shots, variants=args.variants,
                                 limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
                                 resplits=args.resplits, rationales=args.rationales, self_verify=args.self_verify,
-                                balanced_shots=args.balanced_shots,
+                                balanced_shots=args.balanced_shots, debias=args.debias,
                                 seed=args.seed)
         except BaseException:
             store.finish_run(run_id, status="failed")

@@ -16,6 +16,7 @@ option (`answers_match`).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import sys
@@ -26,12 +27,15 @@ from tqdm.auto import tqdm
 from curation.store import Store
 from curation.verify import answers_match
 from distill.errors import DistillError
-from evals.signals import agreement, choice_features, token_features
+from evals.signals import agreement, choice_features, label_prior, token_features
 from prompts.rows import PromptRow
 from synth.engine import GenParams, Job, request_key, run_requests
 from synth.teachers import Teacher
 
 SCORE_PARAMS = GenParams(max_new_tokens=0)
+CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
+DEBIAS = ("none", "content-free", "batch")
+MAX_OPTION_SETS = 20  # contextual calibration is for label sets shared by many rows
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
 
 
@@ -104,10 +108,45 @@ def _score_local(store: Store, model: Teacher, jobs: list[tuple[PromptRow, str]]
     return store.finished_requests(keys)
 
 
-def _features_of(request: dict, row: PromptRow) -> dict:
+def _option_sets(rows: list[PromptRow]) -> list[tuple]:
+    option_sets = sorted({tuple(r.choices or []) for r in rows})
+    if len(option_sets) > MAX_OPTION_SETS:
+        raise DistillError(f"--debias needs a classification task with a shared label set, but these rows have "
+                           f"{len(option_sets)} different option lists: drop --debias for this task")
+    return option_sets
+
+
+def batch_priors(requests: list[dict], rows: list[PromptRow]) -> dict[tuple, list[float]]:
+    """Per distinct option list: the label prior over the CALIBRATION rows' own scoring passes
+    (batch calibration; no extra model call, no labels, no test rows)."""
+    passes: dict[tuple, list] = {opts: [] for opts in _option_sets(rows)}
+    for req, row in zip(requests, rows):
+        if row.split == "calibration" and "options" in _extra(req):
+            passes[tuple(row.choices)].append(_extra(req)["options"])
+    return {opts: label_prior(p).tolist() for opts, p in passes.items() if p}
+
+
+def content_free_priors(store: Store, model: Teacher, rows: list[PromptRow], shots: list[PromptRow],
+                        run_id: str, label: str) -> dict[tuple, list[float]]:
+    """Per distinct option list: the model's label prior under this few-shot prompt, measured on
+    content-free inputs (3 cached scoring passes per option list)."""
+    free = {}
+    for opts in _option_sets(rows):
+        tag = hashlib.sha256(json.dumps(opts).encode()).hexdigest()[:12]
+        free[opts] = [PromptRow(id=f"content-free:{tag}:{i}", source="content-free", task="content-free",
+                                input=text, gold=opts[0], split="content-free", choices=list(opts))
+                      for i, text in enumerate(CONTENT_FREE)]
+    jobs = [(r, mc_prompt(r, shots)) for rs in free.values() for r in rs]
+    done = _score_local(store, model, jobs, run_id, "eval-content-free", label + " content-free")
+    return {opts: label_prior([_extra(done[request_key(model.name, mc_prompt(r, shots), SCORE_PARAMS, 0)])
+                               ["options"] for r in rs]).tolist()
+            for opts, rs in free.items()}
+
+
+def _features_of(request: dict, row: PromptRow, prior: list[float] | None = None) -> dict:
     extra = _extra(request)
     if "options" in extra:
-        return choice_features(extra["options"])
+        return choice_features(extra["options"], prior)
     # A generated answer (API teacher): matched to an option, token signals from its log-probs.
     text = (request["response"] or "").strip()
     exact = [i for i, c in enumerate(row.choices) if text.casefold() == c.strip().casefold()]
@@ -145,8 +184,14 @@ def _extra(request: dict) -> dict:
 
 
 def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],
-                 run_id: str, role: str, self_verify: bool = False) -> list[dict]:
-    """One prediction per row: answer, correct, tokens, latency and confidence features."""
+                 run_id: str, role: str, self_verify: bool = False, debias: str = "none") -> list[dict]:
+    """One prediction per row: answer, correct, tokens, latency and confidence features.
+
+    `debias` ("content-free" or "batch", see `label_prior`) divides each option distribution
+    by the model's label prior; API teachers, which generate rather than score, are unaffected.
+    """
+    if debias not in DEBIAS:
+        raise DistillError(f"unknown debias '{debias}': use one of {', '.join(DEBIAS)}")
     if any(not r.choices for r in rows):
         raise DistillError("cascade evaluation scores options: every row needs choices "
                            "(for free-text labels give the file a choices column)")
@@ -160,10 +205,18 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
     else:
         done = _score_local(store, model, jobs, run_id, f"eval-{role}", label)
         keys = [request_key(model.name, t, SCORE_PARAMS, 0) for _, t in jobs]
+    scored = not hasattr(model, "agenerate")
+    if debias == "content-free" and scored:
+        priors = [content_free_priors(store, model, rows, shots, run_id, label) for shots in variants]
+    elif debias == "batch" and scored:
+        priors = [batch_priors([done[k] for k in keys[v * len(rows):(v + 1) * len(rows)]], rows)
+                  for v in range(len(variants))]
+    else:
+        priors = [{} for _ in variants]
     out = []
     for i, row in enumerate(rows):
         reqs = [done[keys[v * len(rows) + i]] for v in range(len(variants))]
-        feats = [_features_of(r, row) for r in reqs]
+        feats = [_features_of(r, row, priors[v].get(tuple(row.choices))) for v, r in enumerate(reqs)]
         main = feats[0]
         answer = row.choices[main["answer_index"]] if main["answer_index"] >= 0 else (reqs[0]["response"] or "")
         if role == "student":

@@ -38,14 +38,41 @@ def token_features(token_logprobs: Sequence[float], top2_margins: Sequence[float
             "token_margin": float(1 - np.exp(-margins.mean())) if margins.size else 0.0}
 
 
-def choice_features(details: Sequence[dict]) -> dict:
+def option_logprobs(details: Sequence[dict]) -> np.ndarray:
+    """Summed log-prob of each option's tokens."""
+    return np.array([sum(d["token_logprobs"]) for d in details], dtype=float)
+
+
+def label_prior(passes: Sequence[Sequence[dict]]) -> np.ndarray:
+    """Log of the mean option distribution over several scoring passes.
+
+    A small model's few-shot prompt favours some labels whatever the input; dividing by this
+    prior removes that bias without labels. Over content-free inputs ("N/A", "", ...) it is
+    contextual calibration (Zhao et al. 2021); over the calibration split's inputs it is batch
+    calibration (Zhou et al. 2023).
+    """
+    probs = []
+    for details in passes:
+        lp = option_logprobs(details)
+        p = np.exp(lp - lp.max())
+        probs.append(p / p.sum())
+    return np.log(np.clip(np.mean(probs, axis=0), 1e-12, None))
+
+
+def choice_features(details: Sequence[dict], prior: Sequence[float] | None = None) -> dict:
     """Answer index, option probabilities and every signal of one option-scoring pass.
 
-    `details` has one dict per option with its ``token_logprobs`` (and ``top2_margins``).
+    `details` has one dict per option with its ``token_logprobs`` (and ``top2_margins``);
+    `prior` (log-probs per option, e.g. `content_free_prior`) is divided out of the option
+    distribution before the answer and its confidence are read.
     """
     if not details:
         raise ValueError("choice_features needs at least one option")
-    sums = np.array([sum(d["token_logprobs"]) for d in details], dtype=float)
+    sums = option_logprobs(details)
+    if prior is not None:
+        if len(prior) != len(sums):
+            raise ValueError(f"prior has {len(prior)} values for {len(sums)} options")
+        sums = sums - np.asarray(prior, dtype=float)
     probs = np.exp(sums - sums.max())
     probs /= probs.sum()
     order = np.argsort(-probs, kind="stable")

@@ -12,6 +12,7 @@ from distill.errors import DistillError
 from evals.scoring import (
     SCORE_PARAMS,
     answer_items,
+    batch_priors,
     exemplar_sets,
     mc_prompt,
     self_verify_prompt,
@@ -253,3 +254,53 @@ def test_a_tiny_local_model_scores_real_tokens(store, tmp_path, monkeypatch):
     n_req = store.count("requests")
     assert answer_items(store, model, rows, ex, "run2", "student", self_verify=True) == out
     assert store.count("requests") == n_req
+
+
+# --- debiasing the label prior ----------------------------------------------------------
+
+
+class YesBiased(Counting):
+    """Prefers "Yes" whatever the input (log-odds +0.7 on a content-free input) but leans to the
+    truth: +0.8 for even numbers, +0.4 for odd ones. Raw answers are always "Yes"."""
+
+    def score_continuations(self, prompt, continuations):
+        self.scored += 1
+        question = prompt.rsplit("Question: ", 1)[1].split("\nOptions:")[0]
+        words = question.split()
+        odds = 0.7 if len(words) < 2 else (0.8 if int(words[1]) % 2 == 0 else 0.4)
+        return [-0.2 if c.strip() == "Yes" else -0.2 - odds for c in continuations]
+
+
+@pytest.mark.parametrize("debias", ["content-free", "batch"])
+def test_debias_removes_a_label_prior(setup, debias):
+    store, rows, ex = setup
+    raw = answer_items(store, YesBiased("raw", {}), rows, ex[:1], "run1", "teacher")
+    assert {p["answer"] for p in raw} == {"Yes"}
+    model = YesBiased(f"m-{debias}", {})
+    out = answer_items(store, model, rows, ex[:1], "run1", "teacher", debias=debias)
+    assert all(p["correct"] for p in out)  # the bias is gone, the input signal decides
+    extra_calls = 3 if debias == "content-free" else 0  # "N/A", "" and "[MASK]" once per label set
+    assert model.scored == len(rows) + extra_calls
+    free = store.query("SELECT * FROM requests WHERE purpose = 'eval-content-free' AND model = ?", [model.name])
+    assert len(free) == extra_calls
+    again = YesBiased(f"m-{debias}", {})
+    assert answer_items(store, again, rows, ex[:1], "run2", "teacher", debias=debias) == out
+    assert again.scored == 0  # priors come from the store too
+
+
+def test_batch_debias_uses_only_calibration_rows():
+    def req(p_yes):
+        return {"extra": {"options": [{"token_logprobs": [math.log(p_yes)]}, {"token_logprobs": [math.log(1 - p_yes)]}]}}
+    rows = [PromptRow(id=f"r{i}", source="test", task="yesno", input=f"q{i}", gold="Yes", split=split,
+                      choices=["Yes", "No"]) for i, split in enumerate(["calibration", "calibration", "test", "train"])]
+    prior = batch_priors([req(0.8), req(0.6), req(0.01), req(0.99)], rows)
+    np.testing.assert_allclose(np.exp(prior[("Yes", "No")]), [0.7, 0.3])  # test and train rows ignored
+
+
+def test_debias_refuses_tasks_without_a_shared_label_set(store):
+    rows = [PromptRow(id=f"r{i}", source="test", task="mc", input=f"q{i}", gold=f"a{i}", split="calibration",
+                      choices=[f"a{i}", f"b{i}"]) for i in range(25)]
+    with pytest.raises(DistillError, match="25 different option lists: drop --debias"):
+        answer_items(store, Counting("m", {}), rows, [[]], "run1", "teacher", debias="batch")
+    with pytest.raises(DistillError, match="unknown debias 'prior'"):
+        answer_items(store, Counting("m", {}), rows, [[]], "run1", "teacher", debias="prior")

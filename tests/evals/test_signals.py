@@ -198,3 +198,18 @@ def test_missing_signal_names_the_item_and_what_is_there():
 
 def test_generation_signals_are_signals():
     assert set(GENERATION_SIGNALS) < set(SIGNALS) and "learned" in SIGNALS
+
+
+def test_label_prior_is_the_log_mean_distribution_and_shifts_the_answer():
+    from evals.signals import label_prior
+
+    passes = [[{"token_logprobs": [math.log(0.8)]}, {"token_logprobs": [math.log(0.2)]}],
+              [{"token_logprobs": [math.log(0.6)]}, {"token_logprobs": [math.log(0.4)]}]]
+    np.testing.assert_allclose(np.exp(label_prior(passes)), [0.7, 0.3])
+    item = [{"token_logprobs": [math.log(0.65)]}, {"token_logprobs": [math.log(0.35)]}]
+    assert choice_features(item)["answer_index"] == 0
+    debiased = choice_features(item, label_prior(passes))
+    assert debiased["answer_index"] == 1  # 0.65/0.7 < 0.35/0.3
+    assert debiased["max_prob"] == pytest.approx((0.35 / 0.3) / (0.65 / 0.7 + 0.35 / 0.3))
+    with pytest.raises(ValueError, match="prior has 3 values for 2 options"):
+        choice_features(item, [0.0, 0.0, 0.0])
