@@ -27,6 +27,9 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
+    g.add_argument("--prompt-style", default="mc", choices=("mc", "cloze"),
+                   help="mc: list the options before 'Answer:'; cloze: the option continues the input "
+                        "(BIG-bench's own protocol, often better for small base models)")
     g.add_argument("--debias", default="none", choices=("none", "content-free", "batch"),
                    help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
                         "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
@@ -81,6 +84,7 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
                                 limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
                                 resplits=args.resplits, rationales=args.rationales, self_verify=args.self_verify,
                                 balanced_shots=args.balanced_shots, debias=args.debias,
+                                prompt_style=args.prompt_style,
                                 seed=args.seed)
         except BaseException:
             store.finish_run(run_id, status="failed")

@@ -35,6 +35,7 @@ from synth.teachers import Teacher
 SCORE_PARAMS = GenParams(max_new_tokens=0)
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
 DEBIAS = ("none", "content-free", "batch")
+PROMPT_STYLES = ("mc", "cloze")
 MAX_OPTION_SETS = 20  # contextual calibration is for label sets shared by many rows
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
 
@@ -60,8 +61,17 @@ def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: 
     return [[pool[(v * shots + i) % len(pool)] for i in range(shots)] if shots else [] for v in range(variants)]
 
 
-def mc_prompt(row: PromptRow, shots: list[PromptRow]) -> str:
-    """The few-shot text every model continues; exemplars show their human (gold) answers."""
+def mc_prompt(row: PromptRow, shots: list[PromptRow], style: str = "mc") -> str:
+    """The few-shot text every model continues; exemplars show their human (gold) answers.
+
+    "mc" lists the options before "Answer:"; "cloze" is BIG-bench's own protocol (the option
+    simply continues the input, options unseen), which suits small base models and inputs
+    written as a sentence to complete.
+    """
+    if style == "cloze":
+        return "".join(f"{ex.input} {ex.gold}\n\n" for ex in shots) + row.input
+    if style != "mc":
+        raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
     parts = []
     for ex in [*shots, row]:
         text = f"Question: {ex.input}\nOptions: {'; '.join(ex.choices or [])}\nAnswer:"
@@ -127,7 +137,7 @@ def batch_priors(requests: list[dict], rows: list[PromptRow]) -> dict[tuple, lis
 
 
 def content_free_priors(store: Store, model: Teacher, rows: list[PromptRow], shots: list[PromptRow],
-                        run_id: str, label: str) -> dict[tuple, list[float]]:
+                        run_id: str, label: str, style: str = "mc") -> dict[tuple, list[float]]:
     """Per distinct option list: the model's label prior under this few-shot prompt, measured on
     content-free inputs (3 cached scoring passes per option list)."""
     free = {}
@@ -136,9 +146,9 @@ def content_free_priors(store: Store, model: Teacher, rows: list[PromptRow], sho
         free[opts] = [PromptRow(id=f"content-free:{tag}:{i}", source="content-free", task="content-free",
                                 input=text, gold=opts[0], split="content-free", choices=list(opts))
                       for i, text in enumerate(CONTENT_FREE)]
-    jobs = [(r, mc_prompt(r, shots)) for rs in free.values() for r in rs]
+    jobs = [(r, mc_prompt(r, shots, style)) for rs in free.values() for r in rs]
     done = _score_local(store, model, jobs, run_id, "eval-content-free", label + " content-free")
-    return {opts: label_prior([_extra(done[request_key(model.name, mc_prompt(r, shots), SCORE_PARAMS, 0)])
+    return {opts: label_prior([_extra(done[request_key(model.name, mc_prompt(r, shots, style), SCORE_PARAMS, 0)])
                                ["options"] for r in rs]).tolist()
             for opts, rs in free.items()}
 
@@ -162,15 +172,15 @@ def _is_gold(answer: str, row: PromptRow, index: int) -> bool:
     return answers_match(answer, row.gold)
 
 
-def self_verify_prompt(row: PromptRow, shots: list[PromptRow], answer: str) -> str:
-    return f"{mc_prompt(row, shots)} {answer}\nQuestion: Is that answer correct?\nOptions: Yes; No\nAnswer:"
+def self_verify_prompt(row: PromptRow, shots: list[PromptRow], answer: str, style: str = "mc") -> str:
+    return f"{mc_prompt(row, shots, style)} {answer}\nQuestion: Is that answer correct?\nOptions: Yes; No\nAnswer:"
 
 
 def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: list[PromptRow], out: list[dict],
-                 run_id: str, label: str) -> None:
+                 run_id: str, label: str, style: str = "mc") -> None:
     """Add the `verifier` feature (P("Yes") that its own answer is right) to each prediction."""
     yes_no = [dataclasses.replace(r, choices=["Yes", "No"]) for r in rows]
-    jobs = [(r, self_verify_prompt(r, shots, p["answer"])) for r, p in zip(yes_no, out)]
+    jobs = [(r, self_verify_prompt(r, shots, p["answer"], style)) for r, p in zip(yes_no, out)]
     done = _score_local(store, model, jobs, run_id, "eval-student-verify", label + " self-verify")
     for (r, rendered), p in zip(jobs, out):
         req = done[request_key(model.name, rendered, SCORE_PARAMS, 0)]
@@ -184,7 +194,8 @@ def _extra(request: dict) -> dict:
 
 
 def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],
-                 run_id: str, role: str, self_verify: bool = False, debias: str = "none") -> list[dict]:
+                 run_id: str, role: str, self_verify: bool = False, debias: str = "none",
+                 style: str = "mc") -> list[dict]:
     """One prediction per row: answer, correct, tokens, latency and confidence features.
 
     `debias` ("content-free" or "batch", see `label_prior`) divides each option distribution
@@ -196,7 +207,7 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
         raise DistillError("cascade evaluation scores options: every row needs choices "
                            "(for free-text labels give the file a choices column)")
     variants = exemplars if role == "student" else exemplars[:1]
-    jobs = [(row, mc_prompt(row, shots)) for shots in variants for row in rows]
+    jobs = [(row, mc_prompt(row, shots, style)) for shots in variants for row in rows]
     label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
     if hasattr(model, "agenerate"):
         done = run_requests(store, model, [Job(prompt_id=r.id, rendered=t) for r, t in jobs], API_PARAMS,
@@ -207,7 +218,7 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
         keys = [request_key(model.name, t, SCORE_PARAMS, 0) for _, t in jobs]
     scored = not hasattr(model, "agenerate")
     if debias == "content-free" and scored:
-        priors = [content_free_priors(store, model, rows, shots, run_id, label) for shots in variants]
+        priors = [content_free_priors(store, model, rows, shots, run_id, label, style) for shots in variants]
     elif debias == "batch" and scored:
         priors = [batch_priors([done[k] for k in keys[v * len(rows):(v + 1) * len(rows)]], rows)
                   for v in range(len(variants))]
@@ -227,5 +238,5 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
                         tokens=int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
                         latency_s=float(sum(r["latency_s"] or 0.0 for r in reqs))))
     if self_verify and not hasattr(model, "agenerate"):
-        _self_verify(store, model, rows, exemplars[0], out, run_id, label)
+        _self_verify(store, model, rows, exemplars[0], out, run_id, label, style)
     return out

@@ -49,12 +49,13 @@ def load_task_pool(store: Store, task: str, run_id: str) -> str:
 
 
 def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow], exemplars: list, run_id: str,
-                 max_train: int, seed: int, debias: str = "none") -> tuple[dict | None, dict]:
+                 max_train: int, seed: int, debias: str = "none",
+                 style: str = "mc") -> tuple[dict | None, dict]:
     """A MiniLM + head student trained on the teacher's soft labels (Hinton KD), scored on test."""
     from evals.classic_kd import train_classic_kd
 
     train = [r for r in store.prompts(pool, split="train") if r.choices][:max_train]
-    preds = answer_items(store, teacher, train, exemplars, run_id, "teacher", debias=debias)
+    preds = answer_items(store, teacher, train, exemplars, run_id, "teacher", debias=debias, style=style)
     usable = [(r, p) for r, p in zip(train, preds) if "probs" in p["features"]]
     if len(usable) < 10:
         return None, {"skipped": f"the teacher gave option probabilities for {len(usable)} train items (need 10)"}
@@ -107,7 +108,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
                   limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
                   resplits: int = 20, rationales: int = 32, seed: int = 0, self_verify: bool = False,
-                  balanced_shots: bool = False, debias: str = "none") -> dict:
+                  balanced_shots: bool = False, debias: str = "none", prompt_style: str = "mc") -> dict:
     """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
     if signal not in SIGNALS:
         raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)}")
@@ -129,20 +130,22 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     # agreement and --self-verify (or signal verifier) adds the self-check, each at its own cost.
     needs_verify = signal == "verifier" or self_verify
     preds = {student.name: answer_items(store, student, calib + test, exemplars, run_id, "student",
-                                        self_verify=needs_verify, debias=debias)}
+                                        self_verify=needs_verify, debias=debias, style=prompt_style)}
     for p in preds[student.name]:  # count what the deployed cascade would run for this signal
         if signal != "agreement" and not (signal == "learned" and variants > 1):
             p["tokens"], p["latency_s"] = p["tokens"] // max(1, variants), p["latency_s"] / max(1, variants)
         p["tokens"] += p.get("tokens_verify", 0)
     for t in teachers:
-        preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher", debias=debias)
+        preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher", debias=debias,
+                                     style=prompt_style)
     slice_of = {r.id: r.gold for r in calib + test} if len({r.gold for r in test}) <= 12 else {}
     result = analyse(preds, student.name, [t.name for t in teachers], signal=signal, calibration=calibration,
                      target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
                      max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, slice_of=slice_of, seed=seed)
     teacher = next(t for t in teachers if t.name == result["cascade_teacher"])
     if kd_baseline:
-        row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias)
+        row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias,
+                                 prompt_style)
         result["kd_baseline"] = info
         if row:
             result["rows"].append(row)
@@ -163,6 +166,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                      eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
     store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
                    "signal": signal, "calibration": calibration, "shots": shots, "balanced_shots": balanced_shots, "debias": debias,
+                   "prompt_style": prompt_style,
                    "variants": variants,
                    "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
     return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}

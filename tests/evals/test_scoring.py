@@ -110,6 +110,23 @@ def test_mc_prompt_text():
                                     "Question: Is it?\nOptions: Yes; No\nAnswer:")
     assert self_verify_prompt(row, [], "No") == ("Question: Is it?\nOptions: Yes; No\nAnswer: No\n"
                                                   "Question: Is that answer correct?\nOptions: Yes; No\nAnswer:")
+    # Cloze: BIG-bench's protocol, the option continues the input and no option list is shown.
+    assert mc_prompt(row, [ex], "cloze") == "Was it? Yes\n\nIs it?"
+    with pytest.raises(DistillError, match="unknown prompt style 'qa'"):
+        mc_prompt(row, [], "qa")
+
+
+def test_cloze_prompts_are_what_the_model_scores(setup):
+    store, rows, ex = setup
+    seen = []
+
+    class Recording(Counting):
+        def score_continuations(self, prompt, continuations):
+            seen.append(prompt)
+            return super().score_continuations(prompt, continuations)
+
+    answer_items(store, Recording("cloze", {"Yes": YES, "No": NO}), rows, ex[:1], "run1", "teacher", style="cloze")
+    assert seen == [mc_prompt(r, ex[0], "cloze") for r in rows] and "Options:" not in seen[0]
 
 
 # --- answer_items through the store ---------------------------------------------------
