@@ -61,12 +61,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--task", default=TASK, help="labelled task whose train prompts the teacher answers")
+    parser.add_argument("--keep", default="every-other",
+                        help="teacher layers the student keeps (train.prune: every-other, first-half or indices)")
     parser.add_argument("--out", default="runs/kd-vs-sft")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
-    rows = load_task(TASK)
+    rows = load_task(args.task)
     train = [r for r in rows if r.split == "train"][:args.train]
     test = [r for r in rows if r.split == "test"][:args.test]
 
@@ -84,7 +87,9 @@ def main() -> None:
     from train.sft import SFTSettings, train_sft
     from train.teacher_pass import teacher_pass
 
-    student = str(prune_layers(TEACHER, "every-other", out / "student-init"))
+    student = str(prune_layers(TEACHER, args.keep, out / "student-init"))
+    from transformers import AutoConfig
+    layers = {m: AutoConfig.from_pretrained(m).num_hidden_layers for m in (student,)}
     with Store(out / "store.duckdb") as store:
         tp = teacher_pass(store, export, TEACHER, student, "bench", k=args.k)
         kd = train_logit_kd(store, export, TEACHER, student, out / "kd", KDSettings(
@@ -93,11 +98,11 @@ def main() -> None:
                                                               learning_rate=args.lr, max_length=128))
     golds = [r.gold for r in test]
     results = {name: correct(answers(model, [r.input for r in test]), golds) for name, model in
-               [("teacher (30 layers)", TEACHER), ("pruned student, untrained (15 layers)", student),
+               [("teacher", TEACHER), (f"pruned student, untrained ({layers[student]} layers)", student),
                 ("pruned student + SFT on teacher answers", sft["model_dir"]),
                 ("pruned student + offline logit KD (top-k)", kd["model_dir"])]}
     kd_v, sft_v = results["pruned student + offline logit KD (top-k)"], results["pruned student + SFT on teacher answers"]
-    lines = [f"# Offline logit KD vs SFT, layer-pruned student ({TASK}, test n={len(test)})", "",
+    lines = [f"# Offline logit KD vs SFT, layer-pruned student ({args.task}, keep {args.keep}, test n={len(test)})", "",
              f"train prompts {len(train)}, steps {args.steps}, batch {args.batch}, lr {args.lr}, k {args.k}; "
              f"teacher pass {tp.get('bytes_per_token', 'cached')} B/token; SFT loss {sft['first_loss']:.3f} -> "
              f"{sft['last_loss']:.3f}; KD loss {kd['first_loss']:.3f} -> {kd['last_loss']:.3f}", "",
