@@ -15,7 +15,7 @@ from evals import metrics
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, evaluate, jsonable
 from evals.chain import chain_outcome, fit_chain
-from evals.signals import fit_learned, signal_values
+from evals.signals import SIGNALS, fit_learned, signal_values
 
 
 def _by_split(preds: list[dict], split: str) -> list[dict]:
@@ -40,6 +40,24 @@ def raw_confidence(signal: str, calib: list[dict], test: list[dict], seed: int) 
         return calib_raw, head.predict([p["features"] for p in test]), {"learned_head": head.to_dict()}
     return (signal_values([p["features"] for p in calib], signal),
             signal_values([p["features"] for p in test], signal), {})
+
+
+def select_signal(calib: list[dict], seed: int) -> tuple[str, dict]:
+    """`--signal auto`: the signal whose confidence best separates the student's right and wrong
+    CALIBRATION answers (AUROC; the learned head's cross-fitted predictions), so choosing among
+    signals never looks at the test split. Ties go to the earlier signal in SIGNALS."""
+    ok = np.array([p["correct"] for p in calib], dtype=bool)
+    aurocs = {}
+    for name in SIGNALS:
+        if name != "learned" and any(name not in p["features"] for p in calib):
+            continue
+        value = metrics.auroc(raw_confidence(name, calib, calib, seed)[0], ok)
+        if not math.isnan(value):
+            aurocs[name] = value
+    if not aurocs:  # one class on calibration: every signal is as good as any
+        return "max_prob", {"requested": "auto", "chosen": "max_prob", "calibration_auroc": {}}
+    best = max(aurocs, key=lambda k: (aurocs[k], -SIGNALS.index(k)))
+    return best, {"requested": "auto", "chosen": best, "calibration_auroc": aurocs}
 
 
 def _with_ci(fn, *arrays, seed: int) -> dict:
@@ -130,6 +148,9 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
         ids = [p["prompt_id"] for p in part[student]]
         if not ids or any([p["prompt_id"] for p in part[m]] != ids for m in teachers):
             raise ValueError("every model must answer the same non-empty calibration and test items")
+    selection = None
+    if signal == "auto":
+        signal, selection = select_signal(calib[student], seed)
     raw_calib, raw_test, fitted = raw_confidence(signal, calib[student], test[student], seed)
     calibrator = fit_calibrator(calibration, raw_calib, [p["correct"] for p in calib[student]])
     conf_calib, conf_test = calibrator.apply(raw_calib), calibrator.apply(raw_test)
@@ -173,7 +194,7 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
     student_answers = [p["answer"] for p in test[student]]
     same = np.array([a == p["answer"] for a, p in zip(student_answers, test[teacher])], dtype=float)
     result.update({
-        "signal": signal, "calibrator": calibrator.to_dict(), **fitted,
+        "signal": signal, "signal_selection": selection, "calibrator": calibrator.to_dict(), **fitted,
         "fit": dict(result["fit"], chosen=chosen, delta=delta, max_cost_per_1k=max_cost_per_1k,
                     calibration_method=calibration),
         "curve_vs_random": _with_ci(metrics.curve_gain_over_random, s_test.correct, t_test.correct, conf_test,

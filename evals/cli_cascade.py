@@ -11,7 +11,8 @@ from evals.signals import SIGNALS
 def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cascade (distill eval cascade)")
     g.add_argument("--task", help="bigbench:<name>, or a labelled .jsonl/.csv/.parquet file (input, label[, choices])")
-    g.add_argument("--signal", default="max_prob", choices=SIGNALS, help="student confidence signal")
+    g.add_argument("--signal", default="max_prob", choices=(*SIGNALS, "auto"),
+                   help="student confidence signal; auto picks the best on the calibration split (AUROC)")
     g.add_argument("--calibration", default="platt", choices=METHODS, help="calibrator fitted on the calibration split")
     g.add_argument("--max-teacher-share", type=float, help="teacher-call budget (share of queries)")
     g.add_argument("--max-cost-per-1k", type=float, help="cost budget in USD per 1,000 queries (needs --price)")

@@ -87,13 +87,23 @@ def _versus_random(cvr: dict) -> str:
     return f"it does not clearly differ from random routing at the same teacher share ({interval}, includes zero)"
 
 
+def _selection_words(result: dict) -> str:
+    sel = result.get("signal_selection")
+    if not isinstance(sel, dict) or not sel.get("calibration_auroc"):
+        return ""
+    ranked = sorted(sel["calibration_auroc"].items(), key=lambda kv: -kv[1])
+    return (" (picked by `--signal auto`: the highest error-detection AUROC on the calibration split; "
+            + ", ".join(f"{k} {v:.3f}" for k, v in ranked) + ")")
+
+
 def _summary(result: dict, title: str) -> str:
     fit = result.get("fit") or {}
     casc = (_roles(result, "cascade") or [{}])[0]
     method = fit.get("calibration_method") or (result.get("calibrator") or {}).get("method") or "n/a"
     return (
         f"**Task:** {result.get('task') or title}. The student `{result.get('student') or 'n/a'}` answers every "
-        f"query first; its confidence is the `{result.get('signal') or 'n/a'}` signal, calibrated with "
+        f"query first; its confidence is the `{result.get('signal') or 'n/a'}` signal{_selection_words(result)}, "
+        f"calibrated with "
         f"`{method}` on the calibration split. {_threshold_words(result)}; escalated queries "
         f"go to `{result.get('cascade_teacher') or 'n/a'}`, the most accurate teacher on the calibration split. "
         f"The threshold was fitted on the calibration split only (goal: {_goal_words(fit)}). On the "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evals.analysis import raw_confidence
+from evals.analysis import raw_confidence, select_signal
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, cascade_outcome
 
@@ -37,7 +37,8 @@ def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy:
         half = len(order) // 2
         cal, tst = order[:half], order[half:]
         s_cal, s_tst = [student[i] for i in cal], [student[i] for i in tst]
-        raw_cal, raw_tst, _ = raw_confidence(signal, s_cal, s_tst, seed + r)
+        used = select_signal(s_cal, seed + r)[0] if signal == "auto" else signal  # chosen on this half only
+        raw_cal, raw_tst, _ = raw_confidence(used, s_cal, s_tst, seed + r)
         calibrator = fit_calibrator(calibration, raw_cal, [p["correct"] for p in s_cal])
         s_c = _answers(s_cal, calibrator.apply(raw_cal))
         t_c = _answers([teacher[i] for i in cal])
@@ -45,7 +46,7 @@ def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy:
         chosen = choose_threshold(curve, s_c.n, target_accuracy=target_accuracy, delta=delta)
         out = cascade_outcome(_answers(s_tst, calibrator.apply(raw_tst)), _answers([teacher[i] for i in tst]),
                               chosen["threshold"])
-        runs.append({"test_accuracy": out["accuracy"], "teacher_share": out["teacher_share"],
+        runs.append({"signal": used, "test_accuracy": out["accuracy"], "teacher_share": out["teacher_share"],
                      "calib_accuracy": chosen["accuracy"], "reached_on_calibration": chosen["reached"],
                      "held": out["accuracy"] >= target_accuracy - 1e-12})
     hits = sum(r["held"] for r in runs)

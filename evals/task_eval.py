@@ -110,8 +110,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   resplits: int = 20, rationales: int = 32, seed: int = 0, self_verify: bool = False,
                   balanced_shots: bool = False, debias: str = "none", prompt_style: str = "mc") -> dict:
     """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
-    if signal not in SIGNALS:
-        raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)}")
+    if signal not in (*SIGNALS, "auto"):
+        raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)} or auto")
     if calibration not in METHODS:
         raise DistillError(f"unknown calibration '{calibration}': use one of {', '.join(METHODS)}")
     if variants < 1 or shots < 0:
@@ -132,7 +132,8 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     preds = {student.name: answer_items(store, student, calib + test, exemplars, run_id, "student",
                                         self_verify=needs_verify, debias=debias, style=prompt_style)}
     for p in preds[student.name]:  # count what the deployed cascade would run for this signal
-        if signal != "agreement" and not (signal == "learned" and variants > 1):
+        # auto may pick a signal that needs every variant: count them all (an upper bound).
+        if signal != "agreement" and not (signal in ("learned", "auto") and variants > 1):
             p["tokens"], p["latency_s"] = p["tokens"] // max(1, variants), p["latency_s"] / max(1, variants)
         p["tokens"] += p.get("tokens_verify", 0)
     for t in teachers:
@@ -143,6 +144,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                      target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
                      max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, slice_of=slice_of, seed=seed)
     teacher = next(t for t in teachers if t.name == result["cascade_teacher"])
+    requested, signal = signal, result["signal"]  # auto: the signal chosen on calibration
     if kd_baseline:
         row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias,
                                  prompt_style)
@@ -153,7 +155,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
         result["fidelity"]["rationales"] = _rationales(store, student, teacher, test, preds, rationales, run_id, seed)
     if resplits and target_accuracy is not None:
         result["resplits"] = resplit_hold_rate(preds[student.name], preds[teacher.name], target_accuracy,
-                                               signal=signal, calibration=calibration, delta=delta, n=resplits,
+                                               signal=requested, calibration=calibration, delta=delta, n=resplits,
                                                seed=seed)
     result["task"], result["split_sizes"] = task, {"calibration": len(calib), "test": len(test)}
     out_dir = Path(out_dir)
@@ -165,8 +167,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                      correct=p["correct"], confidence=p["features"].get(signal), tokens=p["tokens"],
                      eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
     store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
-                   "signal": signal, "calibration": calibration, "shots": shots, "balanced_shots": balanced_shots, "debias": debias,
-                   "prompt_style": prompt_style,
-                   "variants": variants,
+                   "signal": signal, "signal_requested": requested, "calibration": calibration, "shots": shots,
+                   "balanced_shots": balanced_shots, "debias": debias, "prompt_style": prompt_style, "variants": variants,
                    "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
     return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}

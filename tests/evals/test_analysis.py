@@ -326,3 +326,17 @@ def test_oracle_cost_is_the_cost_of_the_items_it_escalates(small):
     out = analyse(preds, "student", ["t2"], calibration="none", target_accuracy=0.85, prices={"t2": 1e6})
     for row in out["rows"]:  # $1 per teacher token, students free: cost per 1k = teacher tokens per 1k
         assert row["cost_per_1k_usd"] == pytest.approx(row["teacher_tokens_per_1k"]), row["role"]
+
+
+def test_auto_signal_is_chosen_on_calibration_only(preds):
+    out = analyse(preds, "student", ["t2"], signal="auto", target_accuracy=0.85)
+    sel = out["signal_selection"]
+    assert sel["requested"] == "auto" and out["signal"] == sel["chosen"] in sel["calibration_auroc"]
+    assert sel["calibration_auroc"][sel["chosen"]] == max(sel["calibration_auroc"].values())
+    # Changing only test answers changes neither the choice nor the calibration AUROCs.
+    flipped = {m: [dict(p, correct=not p["correct"]) if p["split"] == "test" else p for p in ps]
+               for m, ps in preds.items()}
+    again = analyse(flipped, "student", ["t2"], signal="auto", target_accuracy=0.85)
+    assert again["signal_selection"] == sel
+    fixed = analyse(preds, "student", ["t2"], signal=sel["chosen"], target_accuracy=0.85)
+    assert fixed["rows"] == out["rows"] and fixed["signal_selection"] is None

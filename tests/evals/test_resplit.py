@@ -77,3 +77,11 @@ def test_unknown_signal_raises():
     student, teacher = predictions(60, seed=7)
     with pytest.raises(ValueError, match="unknown signal"):
         resplit_hold_rate(student, teacher, 0.8, signal="bogus", n=2)
+
+
+def test_auto_signal_is_chosen_on_each_calibration_half():
+    student, teacher = predictions(300, seed=8)
+    out = resplit_hold_rate(student, teacher, 0.8, signal="auto", n=4)
+    # max_prob carries the information, agreement is noise: each half picks max_prob (or the
+    # learned head built on it), never agreement.
+    assert out["signal"] == "auto" and {r["signal"] for r in out["runs"]} <= {"max_prob", "learned"}
