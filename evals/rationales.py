@@ -19,12 +19,15 @@ from synth.engine import GenParams, Job, request_key, run_requests
 from synth.teachers import Teacher
 
 RATIONALE_PARAMS = GenParams(max_new_tokens=48, stop=("\n",))
+# The prompt ends inside the explanation: a base model asked for "Explanation:" often ends
+# the line at once (an empty rationale); starting the sentence for it does not.
+OPENER = "Because"
 
 
 def rationale_prompt(row: PromptRow, answer: str) -> str:
     """The same text for every model, so differences come from the model, not the prompt."""
     return (f"Question: {row.input}\nOptions: {'; '.join(row.choices or [])}\nAnswer: {answer}\n"
-            "Explain the answer in one sentence.\nExplanation:")
+            f"Explain the answer in one sentence.\nExplanation: {OPENER}")
 
 
 def explain(store: Store, model: Teacher, rows: list[PromptRow], answers: list[str], run_id: str) -> list[str]:
@@ -32,8 +35,9 @@ def explain(store: Store, model: Teacher, rows: list[PromptRow], answers: list[s
     jobs = [Job(prompt_id=r.id, rendered=rationale_prompt(r, a)) for r, a in zip(rows, answers)]
     done = run_requests(store, model, jobs, RATIONALE_PARAMS, purpose="eval-rationale", run_id=run_id,
                         label=f"rationales {model.name.rsplit('/', 1)[-1]}")
-    return [(done[request_key(model.name, j.rendered, RATIONALE_PARAMS, 0)]["response"] or "").strip()
-            for j in jobs]
+    texts = [(done[request_key(model.name, j.rendered, RATIONALE_PARAMS, 0)]["response"] or "").strip()
+             for j in jobs]
+    return [f"{OPENER} {t}" if t else "" for t in texts]
 
 
 def _mean_ci(values: np.ndarray, seed: int) -> dict:

@@ -16,7 +16,7 @@ def _rows(n: int) -> list[PromptRow]:
 def test_the_prompt_shows_the_models_own_answer():
     text = rationale_prompt(_rows(1)[0], "no")
     assert text.startswith("Question: Is 0 even?\nOptions: yes; no\nAnswer: no\n")
-    assert text.endswith("Explanation:") and RATIONALE_PARAMS.stop == ("\n",)
+    assert text.endswith("Explanation: Because") and RATIONALE_PARAMS.stop == ("\n",)
 
 
 def test_identical_explanations_score_one_and_different_ones_less(store):

@@ -172,7 +172,7 @@ def test_rationale_similarity_is_reported_and_cached(run):
     assert rat["empty_explanations"] == {"student": 0, "teacher": 0}
     assert 0 < rat["similarity"]["value"] < 0.99  # the two models explain differently
     assert rat["when_answers_agree"]["n"] + rat["when_answers_differ"]["n"] == 12
-    assert len(rat["examples"]) == 3 and rat["examples"][0]["student"].startswith("stu thinks")
+    assert len(rat["examples"]) == 3 and rat["examples"][0]["student"].startswith("Because stu thinks")
     assert "Rationale similarity" in (run["tmp"] / "out" / "report.md").read_text()
     assert run["again_explained"] == 0  # the re-run reads the explanations from the store
     assert run["again"]["result"]["fidelity"]["rationales"]["similarity"] == rat["similarity"]
