@@ -163,7 +163,8 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
     curve = [dict(p, cost_per_1k=1000 * (s_cost + _cost(np.array([p["teacher_tokens"]]), teacher, prices)[0])
                   / s_cal.n) for p in cascade_curve(s_cal, t_cals[k])]
     chosen = choose_threshold(curve, s_cal.n, target_accuracy=target_accuracy,
-                              max_teacher_share=max_teacher_share, max_cost_per_1k=max_cost_per_1k, delta=delta)
+                              max_teacher_share=max_teacher_share, max_cost_per_1k=max_cost_per_1k, delta=delta,
+                              batch_size=len(test[student]))  # the guarantee covers a batch the size of test
 
     s_test = _answers(student, test[student], conf_test)
     t_tests = [_answers(t, test[t]) for t in teachers]

@@ -107,9 +107,21 @@ def ltt_p_value(n_correct: int, n: int, target_accuracy: float) -> float:
     return float(stats.binom.cdf(n - n_correct, n, 1 - target_accuracy))
 
 
+def batch_safe_target(target_accuracy: float, batch_size: int, alpha: float) -> float:
+    """The smallest true accuracy at which a batch of `batch_size` queries still scores at least
+    `target_accuracy` with probability >= 1 - alpha (binomial noise of the batch itself)."""
+    need = math.ceil(target_accuracy * batch_size - 1e-9)  # right answers the batch needs
+    if need <= 0:
+        return target_accuracy
+    below = lambda p: float(stats.binom.cdf(need - 1, batch_size, p)) - alpha  # noqa: E731
+    if below(target_accuracy) <= 0:
+        return target_accuracy
+    return float(optimize.brentq(below, target_accuracy, 1.0)) if below(1.0) < 0 else 1.0
+
+
 def choose_threshold(curve: list[dict], n: int, *, target_accuracy: float | None = None,
                      max_teacher_share: float | None = None, max_cost_per_1k: float | None = None,
-                     delta: float | None = None) -> dict:
+                     delta: float | None = None, batch_size: int | None = None) -> dict:
     """Pick a point of a calibration-split cascade curve (points sorted by teacher share).
 
     Each point has threshold, teacher_share, accuracy and cost_per_1k. Budgets filter the
@@ -117,6 +129,11 @@ def choose_threshold(curve: list[dict], n: int, *, target_accuracy: float | None
     the Learn-then-Test test rejects "accuracy < target" at level delta, walking from the
     all-teacher end and stopping at the first failure); otherwise the most accurate point.
     Returns the chosen point plus `reached` (did the target hold on calibration).
+
+    Learn-then-Test bounds the TRUE accuracy; a finite test split still scatters around it. With
+    `batch_size` the guarantee is about a batch of that many queries instead: the test runs at
+    delta/2 against `batch_safe_target(target, batch_size, delta/2)`, so by a union bound the
+    batch meets the target with probability >= 1 - delta.
     """
     for name, v in (("target_accuracy", target_accuracy), ("max_teacher_share", max_teacher_share),
                     ("delta", delta)):
@@ -140,6 +157,10 @@ def choose_threshold(curve: list[dict], n: int, *, target_accuracy: float | None
     # accurate model on calibration (the usual case), else all-student (a weak teacher makes risk
     # fall, not rise, with the student's share). Every point passed before the first failure is
     # certified; the cheapest of them is chosen.
+    level, bar = delta, target_accuracy
+    if batch_size:
+        level = delta / 2
+        bar = batch_safe_target(target_accuracy, batch_size, level)
     teacher_end = max(feasible, key=lambda p: p["teacher_share"])
     student_end = min(feasible, key=lambda p: p["teacher_share"])
     descending = teacher_end["accuracy"] >= student_end["accuracy"]
@@ -147,10 +168,11 @@ def choose_threshold(curve: list[dict], n: int, *, target_accuracy: float | None
     for p in sorted(feasible, key=lambda p: -p["teacher_share"] if descending else p["teacher_share"]):
         k = int(round(p["accuracy"] * n))
         # A lax delta (>= 0.5) could pass a point below the target; the guarantee never asks for less.
-        if ltt_p_value(k, n, target_accuracy) > delta or p["accuracy"] < target_accuracy - eps:
+        if ltt_p_value(k, n, bar) > level or p["accuracy"] < bar - eps:
             break
         passed.append(p)
     chosen = min(passed, key=lambda p: p["teacher_share"]) if passed else None
+    guarantee = {"tested_accuracy": bar, "level": level, "batch_size": batch_size}
     if chosen is None:
-        return dict(best, reached=False)
-    return dict(chosen, reached=True)
+        return dict(best, reached=False, guarantee=guarantee)
+    return dict(chosen, reached=True, guarantee=guarantee)

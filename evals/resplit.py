@@ -43,7 +43,7 @@ def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy:
         s_c = _answers(s_cal, calibrator.apply(raw_cal))
         t_c = _answers([teacher[i] for i in cal])
         curve = [dict(p, cost_per_1k=p["tokens"] * 1000 / s_c.n) for p in cascade_curve(s_c, t_c)]
-        chosen = choose_threshold(curve, s_c.n, target_accuracy=target_accuracy, delta=delta)
+        chosen = choose_threshold(curve, s_c.n, target_accuracy=target_accuracy, delta=delta, batch_size=len(tst))
         out = cascade_outcome(_answers(s_tst, calibrator.apply(raw_tst)), _answers([teacher[i] for i in tst]),
                               chosen["threshold"])
         runs.append({"signal": used, "test_accuracy": out["accuracy"], "teacher_share": out["teacher_share"],

@@ -276,12 +276,16 @@ def test_fidelity(result, preds):
 
 
 def test_delta_and_budgets_flow_through(small, student_only):
-    out = analyse(small, "student", ["t2"], calibration="none", target_accuracy=0.85, delta=0.1)
+    out = analyse(small, "student", ["t2"], calibration="none", target_accuracy=0.8, delta=0.2)
     chosen = out["fit"]["chosen"]
     n_cal = out["fit"]["n_calib"]
-    assert out["fit"]["delta"] == 0.1 and n_cal == 120
+    assert out["fit"]["delta"] == 0.2 and n_cal == 120
     assert chosen["reached"] is True
-    assert ltt_p_value(round(chosen["accuracy"] * n_cal), n_cal, 0.85) <= 0.1
+    # The guarantee covers a batch the size of the test split (120): tested at delta/2 against a
+    # higher bar that leaves room for the batch's own binomial noise.
+    g = chosen["guarantee"]
+    assert g["batch_size"] == 120 and g["level"] == 0.1 and g["tested_accuracy"] > 0.8
+    assert ltt_p_value(round(chosen["accuracy"] * n_cal), n_cal, g["tested_accuracy"]) <= 0.1
     assert chosen["teacher_share"] > student_only["fit"]["chosen"]["teacher_share"]
     assert out["threshold"] == chosen["threshold"] and out["threshold"] > student_only["threshold"]
     budget = analyse(small, "student", ["t2"], max_teacher_share=0.2)
