@@ -113,9 +113,15 @@ def print_summary(result: dict) -> None:
     cis = result["metric_cis"]
     print(f"APGR {_ci(cis['apgr'])}  CPT(50%) {_ci(cis['cpt_50'])}  CPT(80%) {_ci(cis['cpt_80'])}")
     q = result["confidence_quality"]
+    if result.get("signal_selection"):
+        print(f"signal auto -> {result['signal']} (calibration AUROC "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result["signal_selection"]["calibration_auroc"].items()) + ")")
+    if "curve_vs_random" in result:
+        print(f"gain over random routing, whole curve: {_ci(result['curve_vs_random'])}")
     print(f"ECE before {_ci(q['before']['ece'])} after {_ci(q['after']['ece'])} ({result['calibrator']['method']}); "
           f"AUROC {_ci(q['after']['auroc'])}")
     if "resplits" in result:
         r = result["resplits"]
         print(f"accuracy target {r['target_accuracy']:.3f} held on the test half in {r['hits']}/{r['n']} "
-              f"random re-splits ({r['rate']:.0%}; delta {r['delta']})")
+              f"random re-splits ({r['rate']:.0%}; delta {r['delta']}; certified on the calibration half in "
+              f"{sum(bool(x['reached_on_calibration']) for x in r['runs'])}/{r['n']})")

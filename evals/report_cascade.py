@@ -67,6 +67,10 @@ def _goal_words(fit: dict) -> str:
     goal = [say(fit[k]) for k, say in wording.items() if not _missing(fit.get(k))]
     if not _missing(fit.get("target_accuracy")) and not _missing(fit.get("delta")):
         goal[0] += f" with a Learn-then-Test guarantee at delta = {fit['delta']:g}"
+        g = (fit.get("chosen") or {}).get("guarantee") or {}
+        if g.get("batch_size"):
+            goal[0] += (f" for a batch of {g['batch_size']} queries (tested at {g['level']:g} against "
+                        f"{_pct(g['tested_accuracy'])}, leaving room for the batch's own noise)")
     text = ", ".join(goal) or "maximise accuracy"
     if (fit.get("chosen") or {}).get("reached") is False:
         text += "; the target was not reached on calibration, so the most accurate point was used"
@@ -200,11 +204,16 @@ def _slices_table(result: dict) -> list[str]:
 
 def _resplits(rs: dict) -> list[str]:
     delta, n = rs.get("delta"), _num(rs.get("n"), ",.0f")
-    promise = "" if _missing(delta) else (f" With delta = {delta:g}, Learn-then-Test promises a rate of at least "
-                                          f"{_pct(1 - delta)} (up to the sampling noise of each test half).")
+    promise = "" if _missing(delta) else (f" With delta = {delta:g} the guarantee (Learn-then-Test plus the test "
+                                          f"half's binomial noise) promises a rate of at least {_pct(1 - delta)}.")
+    runs = rs.get("runs") or []
+    certified = sum(bool(r.get("reached_on_calibration")) for r in runs)
+    fallback = ("" if not runs or certified == len(runs) else
+                f" The target was certified on the calibration half in {certified} of them; the others fell back "
+                "to the most accurate point, which carries no guarantee.")
     return [(f"Calibration and test items were pooled and re-split at random {n} times, refitting everything on "
             f"one half each time. The target accuracy {_pct(rs.get('target_accuracy'))} held on the other half "
-            f"in {_num(rs.get('hits'), ',.0f')} of {n} re-splits ({_pct(rs.get('rate'))}).{promise}")]
+            f"in {_num(rs.get('hits'), ',.0f')} of {n} re-splits ({_pct(rs.get('rate'))}).{promise}{fallback}")]
 
 
 def _markdown(result: dict, title: str, extra_sections: dict[str, str] | None) -> str:
