@@ -1,8 +1,9 @@
 """Answer labelled multiple-choice items with every model, through the store's request cache.
 
 Each model sees the same few-shot text prompt (exemplars with their gold answers from the
-TRAIN split) and each option is scored as the continuation of "Answer:" in one batched
-forward pass, as lm-eval-harness does. A scoring pass is stored as a request (params with
+TRAIN split) and each option is scored as the continuation of "Answer:" (style "mc") or of
+the input itself (style "cloze", BIG-bench's protocol) in one batched forward pass, as
+lm-eval-harness does; `debias` optionally divides out the model's label prior. A scoring pass is stored as a request (params with
 max_new_tokens=0, so its key never collides with a generation) whose `extra` keeps the
 per-token log-probs of every option, so every confidence signal can be recomputed later
 without running a model again; kill -9 loses at most the chunk in flight.
