@@ -18,6 +18,7 @@ from distill.cli import main
 from distill.errors import DistillError
 from evals.cli_cascade import parse_prices
 from evals.serve_cascade import check_spec
+from evals.signals import GENERATION_SIGNALS
 from evals.task_eval import cascade_spec, evaluate_task, load_task_pool
 from synth.teachers import ScriptedTeacher
 
@@ -243,7 +244,10 @@ def test_no_target_means_no_resplits(tmp_path, store):
     assert "resplits" not in out["result"] and out["result"]["fit"]["chosen"]["reached"] is None
     # A signal only option scoring gives: the spec is written, and the server refuses it with the fix.
     with pytest.raises(DistillError, match="cannot be computed from one generation.*--signal seq_prob"):
-        check_spec(json.loads(Path(out["cascade_spec"]).read_text()))
+        spec = json.loads(Path(out["cascade_spec"]).read_text())
+    assert spec["signal"] == result["signal"] and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
+    if result["signal"] in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
+        check_spec(spec)
 
 
 def test_cascade_spec_thresholds():
@@ -384,3 +388,39 @@ def test_cli_as_a_subprocess_exits_2_and_leaves_the_store_alone(seeded):
     assert proc.stderr.strip() == "error: --delta must be between 0 and 1, got 1.5"
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert counts(path) == before
+
+
+# --- the real path: offline models on a real BIG-bench task ------------------------------
+
+
+@pytest.mark.slow
+def test_real_models_on_a_real_bigbench_task(tmp_path, monkeypatch):
+    """smollm2 student, gemma teacher, cloze scoring, auto signal, rationales; a re-run is free."""
+    import os
+
+    from synth.teachers import get_teacher
+
+    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
+    student, teacher = get_teacher("smollm2-135m-instruct"), get_teacher("gemma-3-270m")
+    opts = dict(prompt_style="cloze", shots=0, signal="auto", max_teacher_share=0.5, limit=12,
+                kd_baseline=False, resplits=0, rationales=2)
+    with Store(tmp_path / "store.duckdb") as store:
+        out = evaluate_task(store, "bigbench:movie_recommendation", student, [teacher], tmp_path / "out", "r1", **opts)
+        n_requests = store.count("requests")
+        again = evaluate_task(store, "bigbench:movie_recommendation", student, [teacher], tmp_path / "out2", "r2",
+                              **opts)
+        assert store.count("requests") == n_requests  # scores and explanations all come from the store
+    result = out["result"]
+    assert [r["role"] for r in result["rows"]] == ["student", "teacher", "cascade", "random", "oracle"]
+    assert result["split_sizes"] == {"calibration": 12, "test": 12}
+    assert result["signal_selection"]["chosen"] == result["signal"]
+    gain = result["curve_vs_random"]
+    assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and abs(gain["value"]) < 0.5
+    rat = result["fidelity"]["rationales"]
+    assert rat["n"] == 2 and rat["empty_explanations"] == {"student": 0, "teacher": 0}
+    assert all(ex["student"].startswith("Because ") for ex in rat["examples"])
+    assert again["result"]["rows"] == json.loads(json.dumps(result["rows"]))
+    spec = json.loads(Path(out["cascade_spec"]).read_text())
+    assert spec["signal"] == result["signal"] and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
+    if result["signal"] in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
+        check_spec(spec)
