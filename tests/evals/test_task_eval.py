@@ -244,10 +244,7 @@ def test_no_target_means_no_resplits(tmp_path, store):
     assert "resplits" not in out["result"] and out["result"]["fit"]["chosen"]["reached"] is None
     # A signal only option scoring gives: the spec is written, and the server refuses it with the fix.
     with pytest.raises(DistillError, match="cannot be computed from one generation.*--signal seq_prob"):
-        spec = json.loads(Path(out["cascade_spec"]).read_text())
-    assert spec["signal"] == result["signal"] and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
-    if result["signal"] in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
-        check_spec(spec)
+        check_spec(json.loads(Path(out["cascade_spec"]).read_text()))
 
 
 def test_cascade_spec_thresholds():
