@@ -5,7 +5,7 @@ import argparse
 
 from distill.errors import DistillError
 from evals.calibrate import METHODS
-from evals.signals import SIGNALS
+from evals.signals import DEBIAS, PROMPT_STYLES, SIGNALS
 
 
 def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,10 +28,10 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
-    g.add_argument("--prompt-style", default="mc", choices=("mc", "cloze"),
+    g.add_argument("--prompt-style", default="mc", choices=PROMPT_STYLES,
                    help="mc: list the options before 'Answer:'; cloze: the option continues the input "
                         "(BIG-bench's own protocol, often better for small base models)")
-    g.add_argument("--debias", default="none", choices=("none", "content-free", "batch"),
+    g.add_argument("--debias", default="none", choices=DEBIAS,
                    help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
                         "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
                         "classification tasks with one label set")

@@ -3,8 +3,8 @@
 Each model sees the same few-shot text prompt (exemplars with their gold answers from the
 TRAIN split) and each option is scored as the continuation of "Answer:" (style "mc") or of
 the input itself (style "cloze", BIG-bench's protocol) in one batched forward pass, as
-lm-eval-harness does; `debias` optionally divides out the model's label prior. A scoring pass is stored as a request (params with
-max_new_tokens=0, so its key never collides with a generation) whose `extra` keeps the
+lm-eval-harness does; `debias` optionally divides out the model's label prior. A scoring
+pass is stored as a request (params with max_new_tokens=0, so its key never collides with a generation) whose `extra` keeps the
 per-token log-probs of every option, so every confidence signal can be recomputed later
 without running a model again; kill -9 loses at most the chunk in flight.
 
@@ -28,15 +28,13 @@ from tqdm.auto import tqdm
 from curation.store import Store
 from curation.verify import answers_match
 from distill.errors import DistillError
-from evals.signals import agreement, choice_features, label_prior, token_features
+from evals.signals import DEBIAS, PROMPT_STYLES, agreement, choice_features, label_prior, token_features
 from prompts.rows import PromptRow
 from synth.engine import GenParams, Job, request_key, run_requests
 from synth.teachers import Teacher
 
 SCORE_PARAMS = GenParams(max_new_tokens=0)
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
-DEBIAS = ("none", "content-free", "batch")
-PROMPT_STYLES = ("mc", "cloze")
 MAX_OPTION_SETS = 20  # contextual calibration is for label sets shared by many rows
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
 
@@ -194,6 +192,14 @@ def _extra(request: dict) -> dict:
     return json.loads(extra) if isinstance(extra, str) else (extra or {})
 
 
+def check_scoring_options(debias: str, style: str) -> None:
+    """Refuse an unknown debias or prompt style before anything is scored or stored."""
+    if debias not in DEBIAS:
+        raise DistillError(f"unknown debias '{debias}': use one of {', '.join(DEBIAS)}")
+    if style not in PROMPT_STYLES:
+        raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
+
+
 def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],
                  run_id: str, role: str, self_verify: bool = False, debias: str = "none",
                  style: str = "mc") -> list[dict]:
@@ -202,25 +208,24 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
     `debias` ("content-free" or "batch", see `label_prior`) divides each option distribution
     by the model's label prior; API teachers, which generate rather than score, are unaffected.
     """
-    if debias not in DEBIAS:
-        raise DistillError(f"unknown debias '{debias}': use one of {', '.join(DEBIAS)}")
+    check_scoring_options(debias, style)
     if any(not r.choices for r in rows):
         raise DistillError("cascade evaluation scores options: every row needs choices "
                            "(for free-text labels give the file a choices column)")
     variants = exemplars if role == "student" else exemplars[:1]
     jobs = [(row, mc_prompt(row, shots, style)) for shots in variants for row in rows]
     label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
-    if hasattr(model, "agenerate"):
+    api = hasattr(model, "agenerate")  # API teachers generate an answer; local models score options
+    if api:
         done = run_requests(store, model, [Job(prompt_id=r.id, rendered=t) for r, t in jobs], API_PARAMS,
                             purpose=f"eval-{role}", run_id=run_id, label=label)
         keys = [request_key(model.name, t, API_PARAMS, 0) for _, t in jobs]
     else:
         done = _score_local(store, model, jobs, run_id, f"eval-{role}", label)
         keys = [request_key(model.name, t, SCORE_PARAMS, 0) for _, t in jobs]
-    scored = not hasattr(model, "agenerate")
-    if debias == "content-free" and scored:
+    if debias == "content-free" and not api:
         priors = [content_free_priors(store, model, rows, shots, run_id, label, style) for shots in variants]
-    elif debias == "batch" and scored:
+    elif debias == "batch" and not api:
         priors = [batch_priors([done[k] for k in keys[v * len(rows):(v + 1) * len(rows)]], rows)
                   for v in range(len(variants))]
     else:
@@ -238,6 +243,6 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
                         correct=_is_gold(answer, row, main["answer_index"]), features=main,
                         tokens=int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
                         latency_s=float(sum(r["latency_s"] or 0.0 for r in reqs))))
-    if self_verify and not hasattr(model, "agenerate"):
+    if self_verify and not api:
         _self_verify(store, model, rows, exemplars[0], out, run_id, label, style)
     return out

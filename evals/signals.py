@@ -24,6 +24,10 @@ import numpy as np
 SIGNALS = ("max_prob", "margin", "seq_prob", "token_q10", "token_margin", "agreement", "verifier", "learned")
 # Signals a generation alone provides (what `distill serve --cascade` can compute per request).
 GENERATION_SIGNALS = ("seq_prob", "token_q10", "token_margin")
+# How options are scored (evals.scoring); kept here, beside SIGNALS, so the CLI can list the
+# choices without importing the model stack.
+PROMPT_STYLES = ("mc", "cloze")
+DEBIAS = ("none", "content-free", "batch")
 FEATURES = ("max_prob", "margin", "entropy", "seq_prob", "token_q10", "token_margin", "agreement", "verifier")
 
 

@@ -20,7 +20,7 @@ from evals.calibrate import METHODS
 from evals.metrics import bootstrap_ci
 from evals.report_cascade import write_cascade_report
 from evals.resplit import resplit_hold_rate
-from evals.scoring import answer_items, exemplar_sets
+from evals.scoring import answer_items, check_scoring_options, exemplar_sets
 from evals.signals import SIGNALS
 from prompts.data import load_task
 from prompts.rows import PromptRow
@@ -114,6 +114,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
         raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)} or auto")
     if calibration not in METHODS:
         raise DistillError(f"unknown calibration '{calibration}': use one of {', '.join(METHODS)}")
+    check_scoring_options(debias, prompt_style)  # before the task's rows reach the store
     if variants < 1 or shots < 0:
         raise DistillError(f"--variants must be >= 1 and --shots >= 0 (got {variants} and {shots})")
     if signal == "agreement" and variants < 2:
@@ -168,6 +169,7 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                      eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
     store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
                    "signal": signal, "signal_requested": requested, "calibration": calibration, "shots": shots,
-                   "balanced_shots": balanced_shots, "debias": debias, "prompt_style": prompt_style, "variants": variants,
+                   "balanced_shots": balanced_shots, "debias": debias, "prompt_style": prompt_style,
+                   "variants": variants,
                    "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
     return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}

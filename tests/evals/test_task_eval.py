@@ -421,3 +421,13 @@ def test_real_models_on_a_real_bigbench_task(tmp_path, monkeypatch):
     assert spec["signal"] == result["signal"] and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
     if result["signal"] in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
         check_spec(spec)
+
+
+@pytest.mark.parametrize("bad", [{"debias": "prior"}, {"prompt_style": "qa"}])
+def test_bad_scoring_options_leave_the_store_unchanged(store, tmp_path, bad):
+    task = tmp_path / "animals.csv"
+    gold = write_labelled(task, 30)
+    student, teacher = models(gold)
+    with pytest.raises(DistillError, match="unknown (debias 'prior'|prompt style 'qa')"):
+        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", **bad)
+    assert store.count("prompts") == 0 and store.count("requests") == 0
