@@ -7,6 +7,7 @@ on-policy text; SFT data is pre-tokenized ids over the model's own vocabulary).
 from __future__ import annotations
 
 import gc
+import inspect
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ try:  # PyTorch's own FlashAttention-2 varlen op (CUDA); imported here, not insi
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:
     varlen_attn = None
+# torch 2.11's varlen_attn has no enable_gqa (2.13 has): there the kv heads are expanded before the call.
+VARLEN_GQA = varlen_attn is not None and "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 VARLEN = "bench_varlen"  # our attention implementation, registered below
 # Upper bound on a packed document's length (SFTConfig.max_length), passed to the kernel as max_seqlen: a
@@ -154,8 +157,12 @@ def varlen_kernel(q, k, v, cu, max_len, scale, window):
     dtype = v.dtype if v.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     # FA windows are inclusive: (W - 1, 0) = the token itself and W - 1 before it, as transformers' mask.
     win = (window - 1, 0) if window else (-1, 0)
+    gqa = q.shape[1] != k.shape[1]
+    if gqa and not VARLEN_GQA:
+        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
+    extra = {"enable_gqa": gqa} if VARLEN_GQA else {}
     return varlen_attn(q.to(dtype), k.to(dtype), v.to(dtype), cu, cu, max_len, max_len, scale=scale,
-                       window_size=win, enable_gqa=q.shape[1] != k.shape[1])
+                       window_size=win, **extra)
 
 
 def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,

@@ -141,6 +141,23 @@ def table(results: dict, dev: str, peak: float | None) -> str:
     return "\n".join(rows)
 
 
+def save(out: Path, dev: str, peak: float | None, smoke: bool, results: dict, notes: list[str]) -> None:
+    """Merge this run's arms into --out; called after every arm, so a run cut off by a time limit keeps what it measured."""
+    import transformers
+    import trl
+
+    saved = json.loads(out.read_text()) if out.exists() else {}
+    if saved.get("device") != dev or saved.get("smoke") != smoke:
+        saved = {}  # numbers from another machine or size never mix
+    saved.update(device=dev, peak_flops=peak, smoke=smoke, torch=torch.__version__,
+                 transformers=transformers.__version__, trl=trl.__version__)
+    saved.setdefault("results", {}).update(
+        {k: {kk: (float(vv) if isinstance(vv, np.floating) else vv) for kk, vv in v.items()} for k, v in results.items()})
+    saved.setdefault("notes", {}).update({n.split(":")[0]: n for n in notes})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(saved, indent=1, default=float))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=("smollm2", "gemma3", "both"), default="both")
@@ -244,6 +261,7 @@ def main() -> int:
                     r["failed_first"] = errors
                     notes.append(f"{key} fell back after: " + " | ".join(errors))
                 results[key] = r
+                save(out, dev, peak, args.cpu_smoke, results, notes)
             plain = results[f"{task}/{model}/plain TRL"]
             for arm in arms[1:]:
                 r = results[f"{task}/{model}/{arm.name}"]
@@ -270,16 +288,7 @@ def main() -> int:
     print()
     print(table(results, dev, peak))
 
-    saved = json.loads(out.read_text()) if out.exists() else {}
-    if saved.get("device") != dev or saved.get("smoke") != args.cpu_smoke:
-        saved = {}  # numbers from another machine or size never mix
-    saved.update(device=dev, peak_flops=peak, smoke=args.cpu_smoke, torch=torch.__version__,
-                 transformers=transformers.__version__, trl=trl.__version__)
-    saved.setdefault("results", {}).update(
-        {k: {kk: (float(vv) if isinstance(vv, np.floating) else vv) for kk, vv in v.items()} for k, v in results.items()})
-    saved.setdefault("notes", {}).update({n.split(":")[0]: n for n in notes})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(saved, indent=1, default=float))
+    save(out, dev, peak, args.cpu_smoke, results, notes)
     log(f"wrote {out}")
     return 1 if any("error" in r for r in results.values()) else 0
 
