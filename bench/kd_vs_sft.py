@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--task", default=TASK, help="labelled task whose train prompts the teacher answers")
     parser.add_argument("--keep", default="every-other",
                         help="teacher layers the student keeps (train.prune: every-other, first-half or indices)")
+    parser.add_argument("--eval-splits", default="test",
+                        help="held-out splits scored, comma-separated (test,calibration: neither is trained on)")
     parser.add_argument("--out", default="runs/kd-vs-sft")
     args = parser.parse_args()
     out = Path(args.out)
@@ -71,7 +73,7 @@ def main() -> None:
     began = time.perf_counter()
     rows = load_task(args.task)
     train = [r for r in rows if r.split == "train"][:args.train]
-    test = [r for r in rows if r.split == "test"][:args.test]
+    test = [r for r in rows if r.split in args.eval_splits.split(",")][:args.test]
 
     teacher_text = answers(TEACHER, [r.input for r in train])
     export = out / "sft.jsonl"
@@ -101,8 +103,10 @@ def main() -> None:
                [("teacher", TEACHER), (f"pruned student, untrained ({layers[student]} layers)", student),
                 ("pruned student + SFT on teacher answers", sft["model_dir"]),
                 ("pruned student + offline logit KD (top-k)", kd["model_dir"])]}
+    (out / "heldout_correct.json").write_text(json.dumps({k: v.tolist() for k, v in results.items()}))
     kd_v, sft_v = results["pruned student + offline logit KD (top-k)"], results["pruned student + SFT on teacher answers"]
-    lines = [f"# Offline logit KD vs SFT, layer-pruned student ({args.task}, keep {args.keep}, test n={len(test)})", "",
+    lines = [f"# Offline logit KD vs SFT, layer-pruned student ({args.task}, keep {args.keep}, "
+             f"held-out {args.eval_splits} n={len(test)})", "",
              f"train prompts {len(train)}, steps {args.steps}, batch {args.batch}, lr {args.lr}, k {args.k}; "
              f"teacher pass {tp.get('bytes_per_token', 'cached')} B/token; SFT loss {sft['first_loss']:.3f} -> "
              f"{sft['last_loss']:.3f}; KD loss {kd['first_loss']:.3f} -> {kd['last_loss']:.3f}", "",

@@ -142,6 +142,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     import hashlib
 
     import torch
+    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from synth.models import model_path
@@ -168,7 +169,8 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     world, rank = accelerator.num_processes, accelerator.process_index
     width = settings.batch_size * world  # rows of one micro-batch over all processes
     order, rng, losses, began = [], random.Random(settings.seed), [], time.perf_counter()
-    for _ in range(settings.max_steps):
+    bar = tqdm(range(settings.max_steps), desc="logit KD", unit="step", disable=not accelerator.is_main_process)
+    for _ in bar:
         # Every process draws the same micro-batches (same seed) and trains on its own slice of each.
         micro = []
         for _ in range(settings.grad_accum):
@@ -191,6 +193,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
                 optimizer.step()  # a no-op until the last micro-batch of the step
                 optimizer.zero_grad(set_to_none=True)
         losses.append(accelerator.reduce(step_loss, "sum").item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
     summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher, "rows": len(examples),
                "steps": settings.max_steps, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,

@@ -98,6 +98,7 @@ def teacher_pass(store: Store, data: str | Path, teacher: str, student: str, run
     """Write the teacher's targets for every export row not scored yet; returns counts and bytes/token."""
     if mode not in ("topk", "sampled"):
         raise DistillError(f"unknown mode {mode!r}: use topk or sampled")
+    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from synth.models import model_path
@@ -116,6 +117,7 @@ def teacher_pass(store: Store, data: str | Path, teacher: str, student: str, run
     model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
     t_hash, tok_hash = template_hash(student_tok), tokenizer_hash(student_tok)
     positions = nbytes = 0
+    bar = tqdm(total=len(todo), desc=f"teacher pass ({teacher})", unit="row")
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         encoded = [encode(student_tok, r["messages"], max_length) for r in chunk]
@@ -128,6 +130,8 @@ def teacher_pass(store: Store, data: str | Path, teacher: str, student: str, run
                                 run_id=run_id))
             positions, nbytes = positions + len(top_ids), nbytes + top_ids.nbytes + values.nbytes
         store.add_teacher_logprobs(records)  # one transaction per batch: a kill loses at most one batch
+        bar.update(len(chunk))
+    bar.close()
     return {"rows": len(rows), "scored": len(todo), "already_there": len(rows) - len(todo), "positions": positions,
             "bytes_per_token": round(nbytes / max(1, positions), 1)}
 
