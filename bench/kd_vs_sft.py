@@ -65,15 +65,18 @@ def main() -> None:
     parser.add_argument("--keep", default="every-other",
                         help="teacher layers the student keeps (train.prune: every-other, first-half or indices)")
     parser.add_argument("--eval-splits", default="test",
-                        help="held-out splits scored, comma-separated (test,calibration: neither is trained on)")
+                        help="held-out splits scored, comma-separated: test, calibration, and train (its rows beyond --train)")
     parser.add_argument("--out", default="runs/kd-vs-sft")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     rows = load_task(args.task)
-    train = [r for r in rows if r.split == "train"][:args.train]
-    test = [r for r in rows if r.split in args.eval_splits.split(",")][:args.test]
+    train_all = [r for r in rows if r.split == "train"]
+    train, splits = train_all[:args.train], args.eval_splits.split(",")
+    # "train" as an eval split means the train rows beyond --train: the teacher never answered them.
+    test = ([r for r in rows if r.split in splits and r.split != "train"]
+            + (train_all[args.train:] if "train" in splits else []))[:args.test]
 
     teacher_text = answers(TEACHER, [r.input for r in train])
     export = out / "sft.jsonl"
