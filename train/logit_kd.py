@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class KDSettings:
     chunk_size: int = 1024
     seed: int = 0
     mixed_precision: str = "auto"  # auto (accelerate launch's choice, else no) | no | bf16 | fp16
+    save_steps: int = 50  # a resumable checkpoint every N steps (0: none); the latest one is kept
 
 
 def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, settings: KDSettings) -> list[dict]:
@@ -131,6 +133,34 @@ def _accelerator(settings: KDSettings):
         raise DistillError(f"mixed_precision={settings.mixed_precision}: {str(e).splitlines()[0]}") from None
 
 
+def save_checkpoint(accelerator, path: Path, losses: list[float]) -> None:
+    """Model, optimizer and RNG states of every process (accelerate), then the step and losses so far.
+
+    `kd_state.json` is written last, by rename: a checkpoint without it was cut off and is ignored.
+    Older checkpoints go once this one is complete (one is enough to resume; each holds the optimizer).
+    """
+    accelerator.save_state(str(path), safe_serialization=False)  # tied embeddings: safetensors refuses them
+    if accelerator.is_main_process:
+        tmp = path / "kd_state.json.tmp"
+        tmp.write_text(json.dumps({"step": len(losses), "losses": losses}))
+        tmp.replace(path / "kd_state.json")
+        for old in path.parent.glob("checkpoint-*"):
+            if old != path:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def resume(accelerator, checkpoints: Path) -> tuple[int, list[float]]:
+    """Load the latest complete checkpoint into the prepared model and optimizer: (steps done, their losses)."""
+    done = [p for p in checkpoints.glob("checkpoint-*") if (p / "kd_state.json").exists()]
+    if not done:
+        return 0, []
+    latest = max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]))
+    accelerator.load_state(str(latest))
+    state = json.loads((latest / "kd_state.json").read_text())
+    return state["step"], state["losses"]
+
+
 def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, student: str, output_dir: str | Path,
                    settings: KDSettings = KDSettings()) -> dict:
     """Train `student` on the stored targets of `teacher` for an SFT export; returns losses and the model dir.
@@ -157,7 +187,9 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     else:
         with Store(store, read_only=True) as readonly:
             examples = build_examples(readonly, data, teacher, tokenizer, settings)
-    key = hashlib.sha256(Path(data).read_bytes() + json.dumps([teacher, student, asdict(settings)]).encode())
+    # How often it checkpoints does not change the model, so it is not part of the cache key.
+    fingerprint = {k: v for k, v in asdict(settings).items() if k != "save_steps"}
+    key = hashlib.sha256(Path(data).read_bytes() + json.dumps([teacher, student, fingerprint]).encode())
     final_dir = Path(output_dir) / f"kd-student-{key.hexdigest()[:12]}"
     cached = cached_summary(final_dir)
     if cached:
@@ -168,16 +200,22 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     kd, optimizer = accelerator.prepare(kd, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     width = settings.batch_size * world  # rows of one micro-batch over all processes
-    order, rng, losses, began = [], random.Random(settings.seed), [], time.perf_counter()
-    bar = tqdm(range(settings.max_steps), desc="logit KD", unit="step", disable=not accelerator.is_main_process)
-    for _ in bar:
+    checkpoints = final_dir.parent / "checkpoints" / final_dir.name
+    start, losses = resume(accelerator, checkpoints)
+    order, rng, began = [], random.Random(settings.seed), time.perf_counter()
+    bar = tqdm(total=settings.max_steps, initial=start, desc="logit KD", unit="step",
+               disable=not accelerator.is_main_process)
+    for step in range(settings.max_steps):
         # Every process draws the same micro-batches (same seed) and trains on its own slice of each.
+        # Steps done before a resume are drawn again and skipped, so the data order stays the same.
         micro = []
         for _ in range(settings.grad_accum):
             while len(order) < width:
                 order += rng.sample(range(len(examples)), len(examples))
             micro.append([examples[i] for i in order[:width]])
             del order[:width]
+        if step < start:
+            continue
         # Normalised by the target tokens of the whole accumulated step on all processes (trl #4719).
         # accelerator.backward divides by grad_accum and DDP averages over processes: both undone here.
         total = sum(len(e["input_ids"]) - e["n_prompt"] for b in micro for e in b)
@@ -193,11 +231,15 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
                 optimizer.step()  # a no-op until the last micro-batch of the step
                 optimizer.zero_grad(set_to_none=True)
         losses.append(accelerator.reduce(step_loss, "sum").item())
+        bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if settings.save_steps and (step + 1) % settings.save_steps == 0 and step + 1 < settings.max_steps:
+            save_checkpoint(accelerator, checkpoints / f"checkpoint-{step + 1}", losses)
+    bar.close()
     summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher, "rows": len(examples),
                "steps": settings.max_steps, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
-               "train_runtime_s": time.perf_counter() - began, "settings": asdict(settings)}
+               "train_runtime_s": time.perf_counter() - began, "settings": asdict(settings), "resumed_from_step": start}
     state = accelerator.get_state_dict(kd)  # every process takes part (FSDP / ZeRO-3 gather the weights)
     if accelerator.is_main_process:
         tmp = final_dir.with_name(final_dir.name + ".tmp")
@@ -205,6 +247,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
         accelerator.unwrap_model(kd).student.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         publish(tmp, final_dir, summary)
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the final model is the cached result now
     accelerator.wait_for_everyone()  # the other processes return once the model is in place
     return dict(summary, cached=False)
 

@@ -87,3 +87,35 @@ def test_runs_unchanged_under_accelerate_launch_and_is_recorded(export, student,
     assert summary["steps"] == 6 and summary["last_loss"] < 0.99 * summary["first_loss"]
     assert (Path(summary["model_dir"]) / "model.safetensors").exists()
     assert summary["checkpoints"] == [summary["model_dir"]]
+
+
+def test_run_killed_after_a_checkpoint_resumes_with_the_same_losses(store, export, student, tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    import train.logit_kd as logit_kd
+
+    teacher_pass(store, export, "tiny-random", student, "r", k=8)
+    settings = KDSettings(max_steps=5, save_steps=2, batch_size=2, learning_rate=1e-2, k=8)
+    whole = train_logit_kd(store, export, "tiny-random", student, tmp_path / "whole", settings)
+
+    save = logit_kd.save_checkpoint
+
+    def save_then_die(*args, **kwargs):  # the process dies right after its second checkpoint (step 4)
+        save(*args, **kwargs)
+        if args[1].name == "checkpoint-4":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(logit_kd, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_logit_kd(store, export, "tiny-random", student, tmp_path / "cut", settings)
+    monkeypatch.undo()
+    ckpts = list((tmp_path / "cut" / "checkpoints").glob("*/checkpoint-*"))
+    assert [p.name for p in ckpts] == ["checkpoint-4"]  # the older checkpoint went once this one was complete
+
+    resumed = train_logit_kd(store, export, "tiny-random", student, tmp_path / "cut", settings)
+    assert resumed["resumed_from_step"] == 4 and whole["resumed_from_step"] == 0
+    assert resumed["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+    a, b = (load_file(f"{r['model_dir']}/model.safetensors") for r in (whole, resumed))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert not (tmp_path / "cut" / "checkpoints" / ckpts[0].parent.name).exists()  # gone once the model is final
