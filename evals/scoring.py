@@ -4,9 +4,10 @@ Each model sees the same few-shot text prompt (exemplars with their gold answers
 TRAIN split) and each option is scored as the continuation of "Answer:" (style "mc") or of
 the input itself (style "cloze", BIG-bench's protocol) in one batched forward pass, as
 lm-eval-harness does; `debias` optionally divides out the model's label prior. A scoring
-pass is stored as a request (params with max_new_tokens=0, so its key never collides with a generation) whose `extra` keeps the
-per-token log-probs of every option, so every confidence signal can be recomputed later
-without running a model again; kill -9 loses at most the chunk in flight.
+pass is stored as a request (params with max_new_tokens=0, so its key never collides with a
+generation) whose `extra` keeps the per-token log-probs of every option, so every confidence
+signal can be recomputed later without running a model again; kill -9 loses at most the chunk
+in flight.
 
 The student also answers k-1 prompt variants (other exemplar sets) for the agreement signal,
 and, for the verifier signal, judges its own answer (AutoMix-style self-verification: the

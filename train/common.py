@@ -118,11 +118,17 @@ def _secret_value(value: Any) -> bool:
     return isinstance(value, str) and bool(SECRET_VALUE.match(value))
 
 
-def checkpoint_dirs(final_dir: str | Path) -> list[str]:
-    """A run's Trainer checkpoints (sft, dpo and onpolicy keep them in <output>/checkpoints/<final
-    name>/checkpoint-N), in step order, then the final model dir."""
+def checkpoint_root(final_dir: str | Path) -> Path:
+    """Where a run keeps its checkpoint-N dirs until (and, for TRL's trainers, after) the final model:
+    <output>/checkpoints/<final name>."""
     final_dir = Path(final_dir)
-    saved = (final_dir.parent / "checkpoints" / final_dir.name).glob("checkpoint-*")
+    return final_dir.parent / "checkpoints" / final_dir.name
+
+
+def checkpoint_dirs(final_dir: str | Path) -> list[str]:
+    """A run's checkpoints in step order, then the final model dir."""
+    final_dir = Path(final_dir)
+    saved = checkpoint_root(final_dir).glob("checkpoint-*")
     # (length, name) sorts checkpoint-5 before checkpoint-10.
     return [str(p) for p in sorted(saved, key=lambda p: (len(p.name), p.name))] + [str(final_dir)]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
-                          run_script, settings_from, trainer_parser, training_tokenizer)
+from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, read_records,
+                          recorded_run, run_script, settings_from, trainer_parser, training_tokenizer)
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -77,7 +77,7 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
 
     model_dir, tokenizer = training_tokenizer(student)
     dataset = Dataset.from_list(rows)
-    checkpoints = output_dir / "checkpoints" / final_dir.name
+    checkpoints = checkpoint_root(final_dir)
     try:
         config = DPOConfig(
             output_dir=str(checkpoints), max_steps=settings.max_steps,

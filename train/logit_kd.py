@@ -30,7 +30,8 @@ import numpy as np
 from curation.store import Store
 from distill.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
-from train.common import add_settings, cached_summary, publish, recorded_run, run_script, settings_from
+from train.common import (add_settings, cached_summary, checkpoint_root, publish, recorded_run, run_script,
+                          settings_from)
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -200,7 +201,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     kd, optimizer = accelerator.prepare(kd, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index
     width = settings.batch_size * world  # rows of one micro-batch over all processes
-    checkpoints = final_dir.parent / "checkpoints" / final_dir.name
+    checkpoints = checkpoint_root(final_dir)
     start, losses = resume(accelerator, checkpoints)
     order, rng, began = [], random.Random(settings.seed), time.perf_counter()
     bar = tqdm(total=settings.max_steps, initial=start, desc="logit KD", unit="step",

@@ -47,8 +47,8 @@ from pathlib import Path
 
 from distill.errors import DistillError
 from train.sft import _fingerprint
-from train.common import (TrainingRun, add_settings, cached_summary, publish, read_records, recorded_run,
-                          run_script, settings_from, trainer_parser)
+from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, read_records,
+                          recorded_run, run_script, settings_from, trainer_parser)
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -236,7 +236,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         raise DistillError(f"every prompt in {data} is longer than max_length - max_new_tokens = {max_prompt} "
                            "tokens: raise --max-length")
     dataset = Dataset.from_list(records)
-    checkpoints = output_dir / "checkpoints" / final_dir.name
+    checkpoints = checkpoint_root(final_dir)
     common = dict(
         output_dir=str(checkpoints), max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,

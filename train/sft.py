@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from distill.errors import DistillError
-from train.common import (TrainingRun, add_settings, cached_summary, publish, recorded_run, run_script,
+from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, recorded_run, run_script,
                           settings_from, trainer_parser, training_tokenizer)
 
 
@@ -66,7 +66,7 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
     if settings.loss_on == "assistant":
         dataset = dataset.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
                               remove_columns=dataset.column_names)
-    checkpoints = output_dir / "checkpoints" / final_dir.name
+    checkpoints = checkpoint_root(final_dir)
     config = SFTConfig(
         output_dir=str(checkpoints), max_steps=settings.max_steps,
         per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
