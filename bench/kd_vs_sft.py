@@ -68,6 +68,9 @@ def main() -> None:
                         help="held-out splits scored, comma-separated: test, calibration, and train (its rows beyond --train)")
     parser.add_argument("--out", default="runs/kd-vs-sft")
     args = parser.parse_args()
+    unknown = set(args.eval_splits.split(",")) - {"test", "calibration", "train"}
+    if unknown:
+        parser.error(f"--eval-splits: unknown split(s) {', '.join(sorted(unknown))}; use test, calibration, train")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()

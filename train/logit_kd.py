@@ -124,6 +124,8 @@ def _inputs(batch: list[dict], device) -> dict:
 def _accelerator(settings: KDSettings):
     from accelerate import Accelerator
 
+    if settings.save_steps < 0:
+        raise DistillError(f"save_steps={settings.save_steps}: use 0 (no checkpoints) or a positive step count")
     if settings.mixed_precision not in MIXED_PRECISION:
         raise DistillError(f"unknown mixed_precision {settings.mixed_precision!r}: use {', '.join(MIXED_PRECISION)}")
     # None: what `accelerate launch` was given (flag or config profile), else "no".

@@ -119,3 +119,10 @@ def test_run_killed_after_a_checkpoint_resumes_with_the_same_losses(store, expor
     a, b = (load_file(f"{r['model_dir']}/model.safetensors") for r in (whole, resumed))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert not (tmp_path / "cut" / "checkpoints" / ckpts[0].parent.name).exists()  # gone once the model is final
+
+
+def test_negative_save_steps_is_refused_before_training(store, export, student, tmp_path):
+    teacher_pass(store, export, "tiny-random", student, "r", k=8)
+    with pytest.raises(DistillError, match="save_steps=-1"):
+        train_logit_kd(store, export, "tiny-random", student, tmp_path / "kd", KDSettings(max_steps=2, k=8, save_steps=-1))
+    assert not (tmp_path / "kd").exists()
