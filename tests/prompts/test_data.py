@@ -35,5 +35,32 @@ def test_champ_and_bfcl_specs(monkeypatch):
 
 @pytest.mark.parametrize("spec", ["nonsense", "bigbench", "huggingface:foo"])
 def test_unknown_spec(spec):
-    with pytest.raises(DistillError, match=f"unknown prompt source '{spec}': use bigbench:<task>"):
+    with pytest.raises(DistillError) as err:
         data.load_task(spec)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"unknown task '{spec}'") and "`distill data list`" in msg
+
+
+@pytest.mark.parametrize("spec, close", [("gms8k", "gsm8k"), ("arc-easy", "arc_easy"),
+                                         ("mmlu:astronmy", "mmlu:astronomy"), ("humaneva", "humaneval")])
+def test_unknown_spec_suggests_the_closest_name(spec, close):
+    with pytest.raises(DistillError, match=f"did you mean {close}\\?"):
+        data.load_task(spec)
+
+
+def test_catalog_short_names_load_through_load_task():
+    rows = data.load_task("copa", test=1.0, calibration=0.0)
+    assert len(rows) == 100 and {r.split for r in rows} == {"test"} and rows[0].task == "copa"
+    assert [r.id for r in data.load_task("mmlu:astronomy")] == [r.id for r in data.load_task("mmlu:astronomy")]
+    names = data.task_names()
+    assert {"gsm8k", "arc_easy", "mmlu:astronomy", "champ", "humaneval", "bfcl:multiple"} <= set(names)
+
+
+def test_bigbench_spec_without_a_copy_is_one_clear_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path))
+    with pytest.raises(DistillError, match="no longer serves bigbench==1.0.0"):
+        data.load_task("bigbench:strategyqa")
+
+
+def test_bigbench_spec_from_an_extracted_folder(mini_folder_cache):
+    assert [r.gold for r in data.load_task("bigbench:gen")] == ["Paris", "4"]

@@ -17,8 +17,8 @@ def rows():
 
 
 def _item(row, completion):
-    return dict(completion=completion, prompt=row.input, test=row.meta["test"],
-                entry_point=row.meta["entry_point"])
+    return {"completion": completion, "prompt": row.input, "test": row.meta["test"],
+            "entry_point": row.meta["entry_point"]}
 
 
 def test_loads_all_164_problems_with_tests_and_stable_ids(rows):
