@@ -232,6 +232,25 @@ class CurationQueries:
             FROM purified u JOIN prompts p ON p.id = u.prompt_id JOIN samples s ON s.id = u.sample_id
             WHERE p.pool = ? AND u.method = ? ORDER BY u.prompt_id""", [pool, method]).df()
 
+    def trace_funnel(self, pool: str, verifier: str, method: str) -> list[dict]:
+        """Per teacher, the curation funnel of a pool's CoT traces: generated, unparsed, exact and
+        near (MinHash beyond exact) duplicates dropped, verified, and picked by purification `method`."""
+        return self._dicts("""
+            WITH d AS (SELECT sample_id, bool_and(keep) FILTER (WHERE method = 'exact') AS exact_keep,
+                              bool_and(keep) FILTER (WHERE method = 'minhash') AS near_keep
+                       FROM dedup GROUP BY 1),
+                 v AS (SELECT sample_id, bool_or(passed) AS passed FROM verdicts WHERE verifier = ? GROUP BY 1)
+            SELECT s.teacher, count(*) AS generated,
+                   count(*) FILTER (WHERE s.parse_error IS NOT NULL) AS unparsed,
+                   count(*) FILTER (WHERE d.exact_keep = FALSE) AS exact_duplicates,
+                   count(*) FILTER (WHERE d.near_keep = FALSE AND coalesce(d.exact_keep, TRUE)) AS near_duplicates,
+                   count(*) FILTER (WHERE v.passed) AS verified,
+                   count(u.sample_id) AS picked
+            FROM samples s JOIN prompts p ON p.id = s.prompt_id
+            LEFT JOIN d ON d.sample_id = s.id LEFT JOIN v ON v.sample_id = s.id
+            LEFT JOIN purified u ON u.sample_id = s.id AND u.method = ?
+            WHERE p.pool = ? AND s.kind = 'cot' GROUP BY 1 ORDER BY 1""", [verifier, method, pool])
+
     # -- offline logit KD targets (train/teacher_pass.py) ------------------------------------
     def teacher_logprob_keys(self, teacher: str, mode: str, k: int) -> set[str]:
         rows = self.con.execute("SELECT sample_id FROM teacher_logprobs WHERE teacher = ? AND mode = ? AND k = ?",

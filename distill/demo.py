@@ -1,7 +1,9 @@
 """The whole loop on the embedded default: data → teachers → curation → SFT → cascade eval.
 
 Every stage reads and writes the store and is recorded as a run; re-running the demo
-reuses finished teacher calls, verdicts and the trained student.
+reuses finished teacher calls, verdicts and the trained student. The evaluation is the one
+`distill eval cascade` runs (evals.task_eval.evaluate_task), with the student before
+distillation scored beside it on the same prompts.
 """
 from __future__ import annotations
 
@@ -17,35 +19,48 @@ from distill.errors import DistillError
 
 @dataclass
 class DemoConfig:
-    task: str = "bigbench:strategyqa"
+    # Why SciQ-style science questions by default: see DEFAULT_TASK_WHY (measured on train rows only).
+    task: str = "arc_easy"
     teachers: list[str] = field(default_factory=lambda: ["gemma-3-270m", "smollm2-135m-instruct"])
     student: str = "smollm2-135m-instruct"
     out: str = "runs/demo"
     store: str = ""  # default: <out>/store.duckdb
-    train_prompts: int = 48
-    eval_prompts: int = 60  # per split: calibration and test
+    trace_prompts: int = 24  # train prompts each teacher writes chain-of-thought traces for
     samples: int = 2
     temperature: float = 0.7
-    max_new_tokens: int = 64
+    max_new_tokens: int = 48
     examples: int = 2
-    sft_steps: int = 30
-    sft_batch_size: int = 4
-    learning_rate: float = 1e-4
+    label_prompts: int = 400  # train prompts the teachers answer for the student's training set
+    eval_prompts: int = 300  # per split: calibration and test
+    prompt_style: str = "mc"
+    shots: int = 0
+    signal: str = "auto"
+    max_teacher_share: float = 0.3
+    committee: bool = True
+    sft_epochs: float = 1.0
+    sft_batch_size: int = 8
+    learning_rate: float = 5e-5
     batch_size: int = 16  # generation batch
     seed: int = 0
 
 
+DEFAULT_TASK_WHY = "to be written from bench/demo_task_probe.py"
+
 PRESETS = {
     "default": {},
-    "fast": dict(train_prompts=12, eval_prompts=16, max_new_tokens=40, sft_steps=6, out="runs/demo-fast"),
-    "tiny": dict(train_prompts=6, eval_prompts=5, max_new_tokens=48, samples=2, sft_steps=2,
-                 sft_batch_size=2, out="runs/demo-tiny"),
+    "fast": dict(trace_prompts=8, label_prompts=96, eval_prompts=80, max_new_tokens=32, out="runs/demo-fast"),
+    "tiny": dict(trace_prompts=4, label_prompts=16, eval_prompts=12, max_new_tokens=24, samples=2,
+                 sft_batch_size=4, out="runs/demo-tiny"),
 }
 
 
 def _coerce(name: str, raw: object, current: object) -> object:
     if isinstance(current, list):
         return raw if isinstance(raw, list) else [s.strip() for s in str(raw).split(",") if s.strip()]
+    if isinstance(current, bool) and isinstance(raw, str):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise DistillError(f"config key '{name}' expects true or false, got {raw!r}")
+        return raw.lower() in ("true", "1", "yes")
     try:
         return type(current)(raw) if not isinstance(raw, type(current)) else raw
     except (TypeError, ValueError):
@@ -68,7 +83,7 @@ def make_config(preset: str = "default", config_file: str | None = None,
             raise DistillError(f"config file {path} is not valid TOML: {err}") from None
     for item in overrides or []:
         if "=" not in item:
-            raise DistillError(f"override {item!r} must look like key=value, e.g. --set sft_steps=10")
+            raise DistillError(f"override {item!r} must look like key=value, e.g. --set eval_prompts=100")
         key, value = item.split("=", 1)
         values[key.strip()] = value.strip()
     known = {f.name: f for f in fields(DemoConfig)}
@@ -109,82 +124,74 @@ class StageClock:
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns the timings, stage results and the report path."""
     from curation.dedup import dedup_samples
-    from curation.export import export_sft
-    from curation.purify import select_traces
+    from curation.purify import METHOD, select_traces
     from curation.store import Store
-    from curation.verify import verify_samples
-    from evals.pipeline import evaluate_cascade
-    from prompts.data import fetch_bigbench, load_task
-    from synth.cot import CotParams, STOP, generate_traces
-    from synth.engine import GenParams
+    from curation.verify import VERIFIER, verify_samples
+    from distill.demo_sections import demo_sections
+    from distill.distill_data import build_sft_data
+    from evals.scoring import check_scoring_options
+    from evals.task_eval import evaluate_task, load_task_pool
+    from prompts.data import load_task
+    from synth.cot import CotParams, generate_traces
     from synth.models import model_path
     from synth.teachers import get_teacher
     from train.sft import SFTSettings, train_sft
 
-    # Resolve every model and the task before the store is touched: bad input leaves it unchanged.
+    # Resolve every model, option and the task before the store is touched: bad input leaves it unchanged.
     for name in [*config.teachers, config.student]:
         model_path(name)
-    if config.task.startswith("bigbench:"):
-        fetch_bigbench()  # once per machine (pip download, ~20 s); a no-op when cached
+    check_scoring_options("none", config.prompt_style)
     rows = load_task(config.task)
-    pool = config.task.split(":")[-1].replace("/", "_")
     out = Path(config.out)
     began = time.perf_counter()
     results: dict[str, object] = {}
     with Store(config.store) as store:
         clock = StageClock(store)
         demo_run = store.start_run("demo", asdict(config))
-        results["data"] = clock.run("data", {"task": config.task}, lambda run_id: {
-            "new_prompts": store.add_prompts(rows, pool, run_id), "pool": pool,
-            "splits": {s: sum(r.split == s for r in rows) for s in ("train", "calibration", "test")}})
+        pool = clock.run("data", {"task": config.task}, lambda run_id: load_task_pool(store, config.task, run_id))
+        results["data"] = {"pool": pool, "splits": {s: sum(r.split == s for r in rows)
+                                                    for s in ("train", "calibration", "test")}}
         cot = CotParams(num_samples=config.samples, temperature=config.temperature,
                         max_new_tokens=config.max_new_tokens, num_examples=config.examples, seed=config.seed)
-        for name in config.teachers:
-            teacher = get_teacher(name, config.batch_size)
-            results[f"synth {name}"] = clock.run("synth", {"teacher": name, **asdict(cot)}, lambda run_id: (
-                generate_traces(store, teacher, pool, cot, run_id, split="train", limit=config.train_prompts)))
+        teachers = [get_teacher(n, config.batch_size) for n in config.teachers]
+        for teacher in teachers:
+            results[f"synth {teacher.name}"] = clock.run("synth", {"teacher": teacher.name, **asdict(cot)}, (
+                lambda run_id, t=teacher: generate_traces(store, t, pool, cot, run_id, split="train",
+                                                          limit=config.trace_prompts)))
 
         def curate(run_id: str) -> dict:
             return {"verify": verify_samples(store, pool, run_id), "dedup": dedup_samples(store, pool, run_id),
-                    "select": select_traces(store, pool, run_id),
-                    "export": export_sft(store, pool, out / "sft.jsonl")}
+                    "select": select_traces(store, pool, run_id)}
         results["curate"] = clock.run("curate", {"pool": pool}, curate)
-        settings = SFTSettings(max_steps=config.sft_steps, batch_size=config.sft_batch_size,
-                               learning_rate=config.learning_rate, seed=config.seed)
+        results["funnel"] = store.trace_funnel(pool, VERIFIER, METHOD)
+        results["distill data"] = clock.run("label", {"label_prompts": config.label_prompts}, lambda run_id: (
+            build_sft_data(store, pool, teachers, out / "sft.jsonl", run_id, limit=config.label_prompts,
+                           shots=config.shots, style=config.prompt_style, committee=config.committee,
+                           seed=config.seed)))
+        rows_out = results["distill data"]["rows"]
+        steps = max(1, round(config.sft_epochs * rows_out / config.sft_batch_size))
+        settings = SFTSettings(max_steps=steps, batch_size=config.sft_batch_size,
+                               learning_rate=config.learning_rate, seed=config.seed, max_length=512)
         trained = clock.run("train", {"student": config.student, **asdict(settings)},
                             lambda run_id: train_sft(out / "sft.jsonl", config.student, out / "student", settings))
         results["train"] = {k: v for k, v in trained.items() if k != "losses"}
 
-        params = GenParams(max_new_tokens=config.max_new_tokens, temperature=0.0, stop=STOP)
         student = get_teacher(trained["model_dir"], config.batch_size)
-        teachers = [get_teacher(n, config.batch_size) for n in config.teachers]
-        sections = {
-            "Data": _data_section(config, results),
-            "Curation": "```\n" + json.dumps(results["curate"], indent=1) + "\n```",
-            "Student training (TRL SFTTrainer)": _train_section(trained),
-        }
-        evaluated = clock.run("eval", {"pool": pool, "limit": config.eval_prompts}, lambda run_id: evaluate_cascade(
-            store, pool, student, teachers, run_id, out / "report", params, limit=config.eval_prompts,
-            extra_sections=sections, title=f"Distillation demo: {config.task}"))
+        # The untrained student, on the same prompts. When it is also a teacher its scores are the
+        # teacher's own cached requests (same model, same prompt): no extra model call.
+        before = get_teacher(config.student, config.batch_size)
+        evaluated = clock.run("eval", {"pool": pool, "limit": config.eval_prompts}, lambda run_id: evaluate_task(
+            store, config.task, student, teachers, out / "report", run_id, signal=config.signal,
+            max_teacher_share=config.max_teacher_share, shots=config.shots, limit=config.eval_prompts,
+            prompt_style=config.prompt_style, committee=config.committee, baselines=[before],
+            kd_baseline=False, rationales=0, resplits=0, seed=config.seed, title=f"Distillation demo: {config.task}"))
         timings = dict(clock.timings, total=round(time.perf_counter() - began, 1))
-        # The timings section is only known at the end: rewrite the report with it.
-        from evals.report import write_report
-        sections["Stage timings (seconds)"] = "\n".join(f"- {k}: {v}" for k, v in timings.items())
-        report = write_report(evaluated["result"], out / "report", f"Distillation demo: {config.task}", sections)
+        # The report's own sections (data, funnel, training, savings, timings) are known only now:
+        # write the report once more with them, from the same result.
+        from evals.report_cascade import write_cascade_report
+        sections = demo_sections(config, results, trained, evaluated["result"], timings, DEFAULT_TASK_WHY)
+        report = write_cascade_report(evaluated["result"], out / "report", f"Distillation demo: {config.task}",
+                                      sections)
         store.finish_run(demo_run, "done", timings)
     return {"timings": timings, "report": str(report), "results": results, "eval": evaluated["result"]}
 
-
-def _data_section(config: DemoConfig, results: dict) -> str:
-    data = results["data"]
-    return (f"Task `{config.task}` (human labels), splits by hashed id: {data['splits']}. "
-            f"Teachers {', '.join(config.teachers)} wrote {config.samples} traces for each of "
-            f"{config.train_prompts} train prompts; calibration and test use up to {config.eval_prompts} "
-            f"prompts each. Test rows never reach synthesis prompts, training data or threshold fitting.")
-
-
-def _train_section(trained: dict) -> str:
-    losses = trained.get("losses") or []
-    curve = ", ".join(f"{x:.3f}" for x in losses)
-    return (f"Student `{trained['student']}` fine-tuned for {trained['steps']} steps on {trained['rows']} "
-            f"selected traces. Loss per step: {curve}.")

@@ -5,7 +5,8 @@
 
 The export is TRL's conversational `messages` format. By default it is split into
 prompt/completion so TRL computes the loss on the assistant turn only (the student should
-learn to reason and answer, not to reproduce the question). A finished run (same data,
+learn to reason and answer, not to reproduce the question). A plain `prompt` / `completion`
+JSONL (text, e.g. the evaluator's own prompt format) is trained on the completion only. A finished run (same data,
 same settings) is found by its content hash and not trained again.
 """
 from __future__ import annotations
@@ -61,9 +62,13 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
 
     model_dir, tokenizer = training_tokenizer(student)
     dataset = load_dataset("json", data_files=str(data), split="train")
-    if "messages" not in dataset.column_names:
-        raise DistillError(f"{data} has no 'messages' column: export with `distill curate`")
-    if settings.loss_on == "assistant":
+    plain = {"prompt", "completion"} <= set(dataset.column_names)  # TRL's prompt-completion format
+    if "messages" not in dataset.column_names and not plain:
+        raise DistillError(f"{data} has neither a 'messages' column nor 'prompt' and 'completion' columns: "
+                           "export with `distill curate`")
+    if plain:  # plain-text prompts (the evaluator's few-shot format): the loss is on the completion only
+        dataset = dataset.select_columns(["prompt", "completion"])
+    elif settings.loss_on == "assistant":
         dataset = dataset.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
                               remove_columns=dataset.column_names)
     checkpoints = checkpoint_root(final_dir)

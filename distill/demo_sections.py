@@ -1,0 +1,86 @@
+"""The demo's own report sections: data, curation funnel, distillation, savings, timings.
+
+Everything else in the report (rows with intervals, cascade vs random, plots) is the
+cascade evaluator's report (evals.report_cascade); these sections only add what the demo
+alone knows, read from its stage results.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _acc(row: dict) -> str:
+    return f"{_pct(row.get('accuracy'))} [{_pct(row.get('ci_low'))}, {_pct(row.get('ci_high'))}]"
+
+
+def _row(result: dict, role: str) -> dict:
+    return next((r for r in result.get("rows", []) if r.get("role") == role), {})
+
+
+def funnel_table(funnel: list[dict], answers: dict) -> str:
+    """Traces per teacher through generation, dedup, verification and purification; then the answer stage."""
+    lines = ["| teacher | traces generated | unparsed | exact duplicates removed | near duplicates removed "
+             "| verified (answer = human label) | picked by purification |", "|---|---|---|---|---|---|---|"]
+    keys = ("generated", "unparsed", "exact_duplicates", "near_duplicates", "verified", "picked")
+    for f in funnel:
+        lines.append(f"| {f['teacher']} | " + " | ".join(str(f[k]) for k in keys) + " |")
+    if funnel:
+        lines.append("| **all** | " + " | ".join(str(sum(f[k] for f in funnel)) for k in keys) + " |")
+    correct = ", ".join(f"`{m}` {n}" for m, n in answers.get("correct", {}).items())
+    picked = ", ".join(f"`{m}` {n}" for m, n in sorted(answers.get("picked", {}).items(), key=lambda kv: -kv[1]))
+    lines += ["", (f"Answer stage: every teacher answered {answers.get('labelled', 0)} train prompts in the "
+                   f"evaluation's prompt format; right answers (vs the human label): {correct}. Purification kept "
+                   f"the first verified answer per prompt (committee first, then each teacher): "
+                   f"{answers.get('kept', 0)} prompts, plus {answers.get('added_from_traces', 0)} from verified "
+                   f"chain-of-thought picks, so the student trains on {answers.get('rows', 0)} rows. "
+                   f"Which source purification picked: {picked or 'none'}.")]
+    return "\n".join(lines)
+
+
+def distillation_text(trained: dict, result: dict) -> str:
+    before, after = _row(result, "student before"), _row(result, "student")
+    losses = trained.get("losses") or []
+    curve = f"loss {losses[0]:.3f} → {losses[-1]:.3f} over {len(losses)} logged steps" if losses else "no loss logged"
+    diff = (after.get("accuracy") or 0) - (before.get("accuracy") or 0)
+    return (f"TRL `SFTTrainer` fine-tuned `{trained.get('student')}` for {trained.get('steps')} steps on "
+            f"{trained.get('rows')} purified teacher answers ({curve}). On the held-out test split, same prompt "
+            f"format: before distillation {_acc(before)}, after {_acc(after)} ({100 * diff:+.1f} points).")
+
+
+def savings_text(result: dict) -> str:
+    """Teacher calls and cost per 1,000 queries the cascade saves against sending everything to the teacher."""
+    casc = _row(result, "cascade")
+    teacher = next((r for r in result.get("rows", []) if r.get("role") == "teacher"
+                    and r.get("model") == result.get("cascade_teacher")), {})
+    share = casc.get("teacher_share") or 0.0
+    saved_calls = 1000 * (1 - share)
+    cost_t, cost_c = teacher.get("cost_per_1k_usd"), casc.get("cost_per_1k_usd")
+    cost = (f" and ${cost_t - cost_c:,.4f} of ${cost_t:,.4f} per 1,000 queries at the listed prices"
+            if cost_t is not None and cost_c is not None and cost_t > 0 else "")
+    cvr = result.get("cascade_vs_random") or {}
+    low, high, diff = cvr.get("ci_low"), cvr.get("ci_high"), cvr.get("difference")
+    verdict = ("**beat** random routing at the same teacher share" if low is not None and low > 0 else
+               "did **not** beat random routing at the same teacher share (the interval includes or is below zero)")
+    return (f"Against teacher-only (`{result.get('cascade_teacher')}` answering everything, {_acc(teacher)}), the "
+            f"cascade ({_acc(casc)}) sends {_pct(share)} of queries to the teacher: it saves {saved_calls:,.0f} "
+            f"teacher calls per 1,000 queries{cost}. The cascade {verdict}: "
+            f"{100 * (diff or 0):+.1f} points, 95% CI [{100 * (low or 0):+.1f}, {100 * (high or 0):+.1f}].")
+
+
+def demo_sections(config: Any, results: dict, trained: dict, result: dict, timings: dict,
+                  task_why: str) -> dict[str, str]:
+    data = results["data"]
+    return {
+        "Demo: task and data": (f"Task `{config.task}` (human labels), split by hashed id: {data['splits']}. "
+                                f"Calibration and test use up to {config.eval_prompts} prompts each. "
+                                f"Test rows never reach teacher prompts, training data or threshold fitting. "
+                                f"Why this task: {task_why}"),
+        "Demo: curation funnel": funnel_table(results.get("funnel") or [], results.get("distill data") or {}),
+        "Demo: distillation (student before and after)": distillation_text(trained, result),
+        "Demo: what the cascade saves": savings_text(result),
+        "Demo: stage timings (seconds)": "\n".join(f"- {k}: {v}" for k, v in timings.items()),
+    }
