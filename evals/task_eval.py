@@ -17,6 +17,7 @@ from curation.store import Store
 from distill.errors import DistillError
 from evals.analysis import analyse
 from evals.calibrate import METHODS
+from evals.committee import can_form_committee, committee_name, committee_predictions
 from evals.metrics import bootstrap_ci
 from evals.report_cascade import write_cascade_report
 from evals.resplit import resplit_hold_rate
@@ -43,8 +44,17 @@ def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
 
 
 def load_task_pool(store: Store, task: str, run_id: str) -> str:
-    """Put the task's rows in the store (idempotent) and return the pool name."""
-    store.add_prompts(_with_label_choices(load_task(task)), pool=task, run_id=run_id)
+    """Put the task's rows in the store (idempotent) and return the pool name.
+
+    A name that is no loadable task but a pool already in the store (`distill data load`,
+    expanded prompts) is evaluated as it is."""
+    try:
+        rows = load_task(task)
+    except DistillError:
+        if store.prompts(task, limit=1):
+            return task
+        raise
+    store.add_prompts(_with_label_choices(rows), pool=task, run_id=run_id)
     return task
 
 
@@ -86,6 +96,15 @@ def _rationales(store: Store, student: Teacher, teacher: Teacher, test: list[Pro
                               [answer[teacher.name][r.id] for r in rows], run_id, seed=seed)
 
 
+def _baseline_row(name: str, preds: list[dict], seed: int) -> dict:
+    """A report row for another student (e.g. before distillation), scored on the same test prompts."""
+    ok = np.array([p["correct"] for p in preds if p["split"] == "test"], dtype=float)
+    acc, low, high = bootstrap_ci(np.mean, ok, seed=seed)
+    tokens = np.mean([p["tokens"] for p in preds if p["split"] == "test"])
+    return {"model": name, "role": "student before", "accuracy": acc, "ci_low": low, "ci_high": high,
+            "teacher_share": 0.0, "tokens_per_1k": 1000 * tokens, "n": int(ok.size)}
+
+
 def _served_threshold(result: dict) -> float:
     """The fitted threshold clipped to [0, 1]; JSON keeps +/-inf as null, threshold_text keeps the sign."""
     if result["threshold"] is None:
@@ -108,8 +127,15 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                   prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
                   limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
                   resplits: int = 20, rationales: int = 32, seed: int = 0, self_verify: bool = False,
-                  balanced_shots: bool = False, debias: str = "none", prompt_style: str = "mc") -> dict:
-    """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}."""
+                  balanced_shots: bool = False, debias: str = "none", prompt_style: str = "mc",
+                  baselines: list[Teacher] | None = None, committee: bool = False,
+                  extra_sections: dict[str, str] | None = None, title: str | None = None) -> dict:
+    """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}.
+
+    `baselines` are other students scored on the same prompts and reported beside it (the
+    student before distillation); `committee` adds the teachers' averaged option distribution
+    as one more teacher (evals.committee); `extra_sections` go into the report as they are.
+    """
     if signal not in (*SIGNALS, "auto"):
         raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)} or auto")
     if calibration not in METHODS:
@@ -140,11 +166,21 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     for t in teachers:
         preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher", debias=debias,
                                      style=prompt_style)
+    teacher_names = [t.name for t in teachers]
+    if committee and can_form_committee([preds[n] for n in teacher_names]):
+        name = committee_name(teacher_names)
+        preds[name] = committee_predictions([preds[n] for n in teacher_names], calib + test)
+        teacher_names.append(name)
+    baseline_preds = {b.name: answer_items(store, b, calib + test, exemplars, run_id, "student", debias=debias,
+                                           style=prompt_style) for b in baselines or []}
     slice_of = {r.id: r.gold for r in calib + test} if len({r.gold for r in test}) <= 12 else {}
-    result = analyse(preds, student.name, [t.name for t in teachers], signal=signal, calibration=calibration,
+    result = analyse(preds, student.name, teacher_names, signal=signal, calibration=calibration,
                      target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
                      max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, slice_of=slice_of, seed=seed)
-    teacher = next(t for t in teachers if t.name == result["cascade_teacher"])
+    # A committee teacher is made of the real ones: the KD baseline and rationales use the best member.
+    teacher = next((t for t in teachers if t.name == result["cascade_teacher"]), None) or max(
+        teachers, key=lambda t: float(np.mean([p["correct"] for p in preds[t.name] if p["split"] == "calibration"])))
+    result["rows"][1:1] = [_baseline_row(name, ps, seed) for name, ps in baseline_preds.items()]
     requested, signal = signal, result["signal"]  # auto: the signal chosen on calibration
     if kd_baseline:
         row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias,
@@ -160,14 +196,15 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
                                                seed=seed)
     result["task"], result["split_sizes"] = task, {"calibration": len(calib), "test": len(test)}
     out_dir = Path(out_dir)
-    report = write_cascade_report(result, out_dir, f"Cascade on {task}")
+    report = write_cascade_report(result, out_dir, title or f"Cascade on {task}", extra_sections)
     spec = cascade_spec(result, student.name, teacher.name, task)
     (out_dir / "cascade.json").write_text(json.dumps(spec, indent=1) + "\n")
     eval_id = f"eval-{run_id}"
     rows_out = [dict(prompt_id=p["prompt_id"], split=p["split"], request_key=p["request_key"], answer=p["answer"],
                      correct=p["correct"], confidence=p["features"].get(signal), tokens=p["tokens"],
-                     eval_id=eval_id, model=name) for name, ps in preds.items() for p in ps]
-    store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": [t.name for t in teachers],
+                     eval_id=eval_id, model=name) for name, ps in {**preds, **baseline_preds}.items() for p in ps]
+    store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": teacher_names,
+                   "baselines": list(baseline_preds),
                    "signal": signal, "signal_requested": requested, "calibration": calibration, "shots": shots,
                    "balanced_shots": balanced_shots, "debias": debias, "prompt_style": prompt_style,
                    "variants": variants,
