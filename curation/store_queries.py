@@ -61,10 +61,10 @@ class CurationQueries:
         self._insert("dedup_index", index_rows)
         n = len(band_rows["sample_id"])
         # `bands` is read by name in the SQL below (a DuckDB replacement scan).
-        bands = pa.table({"params_hash": pa.array([band_rows["params_hash"]] * n),
+        bands = pa.table({"params_hash": pa.array([band_rows["params_hash"]] * n),  # noqa: F841
                           "scope": pa.array(band_rows["scope"]), "band": pa.array(band_rows["band"], pa.int16()),
                           "band_hash": pa.array(band_rows["band_hash"], pa.uint64()),
-                          "sample_id": pa.array(band_rows["sample_id"])})  # noqa: F841
+                          "sample_id": pa.array(band_rows["sample_id"])})
         self.con.execute("INSERT INTO dedup_bands SELECT * FROM bands")
 
     def dedup_exact_pairs(self, params_hash: str, new_ids: list[str]) -> list[tuple[str, str]]:

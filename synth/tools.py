@@ -9,11 +9,8 @@ import ast
 import json
 import math
 import operator
-import os
 import re
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 # ---- calculator ---------------------------------------------------------------------------
