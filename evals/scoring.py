@@ -29,7 +29,14 @@ from tqdm.auto import tqdm
 from curation.store import Store
 from curation.verify import answers_match
 from distill.errors import DistillError
-from evals.signals import DEBIAS, PROMPT_STYLES, agreement, choice_features, label_prior, token_features
+from evals.signals import (
+    DEBIAS,
+    PROMPT_STYLES,
+    agreement,
+    choice_features,
+    label_prior,
+    token_features,
+)
 from prompts.rows import PromptRow
 from synth.engine import GenParams, Job, request_key, run_requests
 from synth.teachers import Teacher
@@ -38,6 +45,7 @@ SCORE_PARAMS = GenParams(max_new_tokens=0)
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021
 MAX_OPTION_SETS = 20  # contextual calibration is for label sets shared by many rows
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
+MAX_CHUNK_ITEMS = 64  # items per stored scoring chunk (batched models)
 
 
 def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: int = 0,
@@ -92,27 +100,60 @@ def _option_details(model: Teacher, rendered: str, choices: list[str]) -> list[d
     return [{"token_logprobs": [lp], "top2_margins": []} for lp in model.score_continuations(rendered, conts)]
 
 
+def _score_chunks(model: Teacher, todo: list, lengths: list[int]) -> list[list]:
+    """Chunks of `todo` that are stored one at a time (kill -9 loses at most the chunk in flight).
+
+    A model with `continuation_details_batch` gets `todo` sorted by prompt length (less padding)
+    and cut where (longest prompt x option rows) reaches its token budget; others get 16 items."""
+    if not hasattr(model, "continuation_details_batch"):
+        return [todo[i:i + 16] for i in range(0, len(todo), 16)]
+    budget = getattr(model, "score_token_budget", 4096)
+    order = sorted(range(len(todo)), key=lambda i: -lengths[i])
+    chunks, chunk, rows = [], [], 0
+    for i in order:
+        options = len(todo[i][0][0].choices)
+        if chunk and (lengths[chunk[0]] * (rows + options) > budget or len(chunk) >= MAX_CHUNK_ITEMS):
+            chunks.append([todo[j] for j in chunk])
+            chunk, rows = [], 0
+        chunk.append(i)
+        rows += options
+    return chunks + ([[todo[j] for j in chunk]] if chunk else [])
+
+
 def _score_local(store: Store, model: Teacher, jobs: list[tuple[PromptRow, str]], run_id: str,
                  purpose: str, label: str) -> dict[str, dict]:
     keys = [request_key(model.name, rendered, SCORE_PARAMS, 0) for _, rendered in jobs]
     cached = store.finished_requests(keys)
-    todo = [(job, key) for job, key in zip(jobs, keys) if key not in cached]
+    # Jobs sharing a prompt share a request key: score each key once.
+    todo = list({key: (job, key) for job, key in zip(jobs, keys) if key not in cached}.values())
     print(f"[{label}] {len(jobs) - len(todo)} scored before, {len(todo)} to go", file=sys.stderr, flush=True)
     bar = tqdm(total=len(todo), desc=label, unit="item", file=sys.stderr, disable=not todo)
-    for start in range(0, len(todo), 16):
-        requests = []
-        for (row, rendered), key in todo[start:start + 16]:
+    lengths = [_count_tokens(model, rendered) for (_, rendered), _ in todo]
+    n_tokens = dict(zip((key for _, key in todo), lengths))
+    for chunk in _score_chunks(model, todo, lengths):
+        if hasattr(model, "continuation_details_batch"):
             began = time.perf_counter()
-            details = _option_details(model, rendered, row.choices)
-            best = choice_features(details)["answer_index"]
-            requests.append(dict(
-                key=key, model=model.name, prompt_id=row.id, template_hash=None, params=SCORE_PARAMS.as_dict(),
-                params_hash=SCORE_PARAMS.hash(), sample_index=0, purpose=purpose, rendered=rendered,
-                status="done", response=row.choices[best], prompt_tokens=_count_tokens(model, rendered),
-                completion_tokens=len(details[best]["token_logprobs"]), cost_usd=0.0,
-                latency_s=time.perf_counter() - began, finish_reason="stop", error=None,
-                extra={"options": details}, run_id=run_id))
-            bar.update(1)
+            details = model.continuation_details_batch([(rendered, [" " + c for c in row.choices])
+                                                        for (row, rendered), _ in chunk])
+            latencies = [(time.perf_counter() - began) / len(chunk)] * len(chunk)
+            bar.update(len(chunk))
+        else:  # per item (scripted models, teachers without batch support)
+            details, latencies = [], []
+            for (row, rendered), _ in chunk:
+                began = time.perf_counter()
+                details.append(_option_details(model, rendered, row.choices))
+                latencies.append(time.perf_counter() - began)
+                bar.update(1)
+        requests = []
+        for ((row, rendered), key), opts, latency in zip(chunk, details, latencies):
+            best = choice_features(opts)["answer_index"]
+            requests.append({
+                "key": key, "model": model.name, "prompt_id": row.id, "template_hash": None,
+                "params": SCORE_PARAMS.as_dict(), "params_hash": SCORE_PARAMS.hash(), "sample_index": 0,
+                "purpose": purpose, "rendered": rendered, "status": "done", "response": row.choices[best],
+                "prompt_tokens": n_tokens[key], "completion_tokens": len(opts[best]["token_logprobs"]),
+                "cost_usd": 0.0, "latency_s": latency, "finish_reason": "stop", "error": None,
+                "extra": {"options": opts}, "run_id": run_id})
         store.add_requests_and_samples(requests, [])
     bar.close()
     return store.finished_requests(keys)
@@ -240,10 +281,10 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
         if role == "student":
             answers = [row.choices[f["answer_index"]] if f["answer_index"] >= 0 else "" for f in feats]
             main["agreement"] = agreement(answer, answers)
-        out.append(dict(prompt_id=row.id, split=row.split, request_key=reqs[0]["key"], answer=answer,
-                        correct=_is_gold(answer, row, main["answer_index"]), features=main,
-                        tokens=int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
-                        latency_s=float(sum(r["latency_s"] or 0.0 for r in reqs))))
+        out.append({"prompt_id": row.id, "split": row.split, "request_key": reqs[0]["key"], "answer": answer,
+                    "correct": _is_gold(answer, row, main["answer_index"]), "features": main,
+                    "tokens": int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
+                    "latency_s": float(sum(r["latency_s"] or 0.0 for r in reqs))})
     if self_verify and not api:
         _self_verify(store, model, rows, exemplars[0], out, run_id, label, style)
     return out

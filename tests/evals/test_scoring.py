@@ -1,6 +1,7 @@
 """Option scoring through the store's request cache (evals/scoring.py), with scripted models."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -321,3 +322,85 @@ def test_debias_refuses_tasks_without_a_shared_label_set(store):
         answer_items(store, Counting("m", {}), rows, [[]], "run1", "teacher", debias="batch")
     with pytest.raises(DistillError, match="unknown debias 'prior'"):
         answer_items(store, Counting("m", {}), rows, [[]], "run1", "teacher", debias="prior")
+
+
+# --- batched scoring across items ---------------------------------------------------------
+
+
+class BatchScripted(Counting):
+    """A scripted model with continuation_details_batch: records the chunks it is given."""
+
+    score_token_budget = 40
+
+    def __init__(self, name, choice_scores, fail_on_call=None):
+        super().__init__(name, choice_scores)
+        self.chunks, self.fail_on_call = [], fail_on_call
+
+    def continuation_details_batch(self, items):
+        if self.fail_on_call is not None and len(self.chunks) + 1 == self.fail_on_call:
+            raise KeyboardInterrupt  # as if killed while this chunk was in flight
+        self.chunks.append([p for p, _ in items])
+        return [[{"token_logprobs": [s], "top2_margins": []} for s in self.score_continuations(p, c)]
+                for p, c in items]
+
+
+def test_batched_scoring_chunks_by_token_budget_longest_first(setup):
+    store, rows, ex = setup
+    model = BatchScripted("stu", {"Yes": YES, "No": NO})
+    out = answer_items(store, model, rows, ex[:1], "run1", "teacher")
+    prompts = [p for chunk in model.chunks for p in chunk]
+    assert sorted(prompts) == sorted(mc_prompt(r, ex[0]) for r in rows)  # every item once
+    lengths = [len(p.split()) for p in prompts]
+    assert lengths == sorted(lengths, reverse=True)  # sorted by length: little padding
+    for chunk in model.chunks:  # longest prompt x option rows within the budget (one item may exceed it)
+        assert len(chunk) == 1 or len(chunk[0].split()) * 2 * len(chunk) <= model.score_token_budget
+    assert len(model.chunks) > 1
+    assert all(p["answer"] == "Yes" for p in out)
+
+
+def test_a_kill_during_batched_scoring_loses_only_the_chunk_in_flight(setup):
+    store, rows, ex = setup
+    model = BatchScripted("stu", {"Yes": YES, "No": NO}, fail_on_call=3)
+    with pytest.raises(KeyboardInterrupt):
+        answer_items(store, model, rows, ex[:1], "run1", "teacher")
+    stored = store.count("requests")
+    assert stored == sum(len(c) for c in model.chunks) > 0  # the two finished chunks are in the store
+    again = BatchScripted("stu", {"Yes": YES, "No": NO})
+    answer_items(store, again, rows, ex[:1], "run2", "teacher")
+    assert sum(len(c) for c in again.chunks) == len(rows) - stored  # only what was lost runs again
+
+
+class PerItemOnly:
+    """A LocalGenerator seen without continuation_details_batch: the lm-eval-harness-style per-item path."""
+
+    def __init__(self, gen):
+        self.gen, self.name, self.tokenizer = gen, gen.name, gen.tokenizer
+
+    def continuation_details(self, prompt, continuations):
+        return self.gen.continuation_details(prompt, continuations)
+
+
+def test_batched_local_scoring_stores_what_the_per_item_path_stores(tmp_path, monkeypatch):
+    """Same request keys, prompt tokens, answers and (within 1e-4) per-token option details."""
+    monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
+    from curation.store import Store
+    from synth.local import LocalGenerator
+
+    gen = LocalGenerator("tiny-random")
+    gen.score_token_budget = 300  # several chunks
+    train, held = split_rows(60)
+    ex = exemplar_sets(train, shots=2, variants=1)
+    rows = [dataclasses.replace(r, choices=["Yes", "No", "not sure at all"]) for r in held[:12]]
+    stored = {}
+    for name, model in (("batched", gen), ("per-item", PerItemOnly(gen))):
+        with Store(tmp_path / f"{name}.duckdb") as s:
+            answer_items(s, model, rows, ex, "run1", "teacher", style="cloze")
+            stored[name] = {r["key"]: r for r in s.query("SELECT * FROM requests")}
+    assert stored["batched"].keys() == stored["per-item"].keys() and len(stored["batched"]) == len(rows)
+    for key, b in stored["batched"].items():
+        s = stored["per-item"][key]
+        assert (b["prompt_tokens"], b["completion_tokens"], b["response"]) == (
+            s["prompt_tokens"], s["completion_tokens"], s["response"])
+        for ob, os_ in zip(json.loads(b["extra"])["options"], json.loads(s["extra"])["options"]):
+            assert ob["token_logprobs"] == pytest.approx(os_["token_logprobs"], abs=1e-4)
+            assert ob["top2_margins"] == pytest.approx(os_["top2_margins"], abs=1e-4)

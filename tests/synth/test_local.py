@@ -206,3 +206,74 @@ def test_top_k_alternatives_hold_the_chosen_token_under_greedy(gen):
         assert len(alternatives) == 3 and ids[0] == chosen  # greedy picks the top-1 token
         assert abs(alternatives[0][1] - lp) < 1e-5
         assert [v for _, v in alternatives] == sorted((v for _, v in alternatives), reverse=True)
+
+
+# ---- batched option scoring -------------------------------------------------------------------
+
+BATCH_ITEMS = [
+    ("12 + 7 =", [" 19", " 12 zebra quantum", " 7"]),
+    ("The capital of France is a city called", [" Paris", " London town"]),
+    ("a", [" b"]),
+    ("Please answer the question.", [" yes", "", " no"]),  # an empty option: the per-item path
+    (PROMPTS[1] * 5, [" 3", " 4", " five six seven eight"]),
+    ("hi", []),
+]
+
+
+def _close(batched, single, tol=1e-4):
+    assert len(batched) == len(single)
+    for b, s in zip(batched, single):
+        assert set(b) == {"token_logprobs", "top2_margins"}
+        assert len(b["token_logprobs"]) == len(s["token_logprobs"]) and len(b["top2_margins"]) == len(s["top2_margins"])
+        assert b["token_logprobs"] == pytest.approx(s["token_logprobs"], abs=tol)
+        assert b["top2_margins"] == pytest.approx(s["top2_margins"], abs=tol)
+
+
+@pytest.mark.parametrize("budget", [8, 60, 100_000])  # one item per pass, a few, all at once
+def test_continuation_details_batch_matches_the_per_item_path(gen, budget):
+    out = gen.continuation_details_batch(BATCH_ITEMS, token_budget=budget)
+    assert len(out) == len(BATCH_ITEMS) and out[-1] == []
+    for (prompt, options), details in zip(BATCH_ITEMS, out):
+        _close(details, gen.continuation_details(prompt, options))
+
+
+def test_continuation_details_batch_groups_by_budget_and_skips_the_head_for_one_token_options(gen, monkeypatch):
+    calls = []
+    real = gen.model.forward
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["input_ids"].shape, kwargs.get("logits_to_keep")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen.model, "forward", spy)
+    items = [(f"{i} + {i} is", [" 1", " 2"]) for i in range(6)]
+    assert all(len(gen.tokenizer(o, add_special_tokens=False)["input_ids"]) == 1 for o in (" 1", " 2"))
+    out = gen.continuation_details_batch(items, token_budget=10_000)
+    assert len(calls) == 1 and calls[0][0][0] == 6 and calls[0][1] == 1  # one pass, last position only
+    for (prompt, options), details in zip(items, out):
+        _close(details, gen.continuation_details(prompt, options))
+    calls.clear()
+    longest = max(len(gen._encode(p)) for p, _ in items)
+    gen.continuation_details_batch(items, token_budget=longest * 4)  # two items (4 option rows) per pass
+    assert [shape[0] for shape, _ in calls] == [2, 2, 2]
+
+
+def test_continuation_details_batch_falls_back_per_item(gen, monkeypatch):
+    def no_batch(*args, **kwargs):
+        raise NotImplementedError
+    monkeypatch.setattr(gen, "_details_batch", no_batch)
+    out = gen.continuation_details_batch(BATCH_ITEMS[:3])
+    for (prompt, options), details in zip(BATCH_ITEMS, out):
+        _close(details, gen.continuation_details(prompt, options), tol=0)
+
+
+@pytest.mark.slow
+def test_smollm_batched_option_scores_match_per_item(shared_cache):
+    """Real SmolLM2 in fp32: batched scoring of few-shot prompts of different lengths equals
+    scoring each item alone within 1e-4 (per-token log-probs and margins)."""
+    g = LocalGenerator("smollm2-135m-instruct")
+    shot = "Question: Which gas do plants take in?\nOptions: oxygen; carbon dioxide; helium\nAnswer: carbon dioxide\n\n"
+    items = [(shot * (1 + i % 3) + f"Question: What is {i} plus {i + 1}?\nOptions: {2 * i + 1}; {2 * i + 3}; "
+              "seven hundred\nAnswer:", [f" {2 * i + 1}", f" {2 * i + 3}", " seven hundred"]) for i in range(6)]
+    for (prompt, options), details in zip(items, g.continuation_details_batch(items, token_budget=600)):
+        _close(details, g.continuation_details(prompt, options))
