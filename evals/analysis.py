@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from distill.errors import DistillError
 from evals import metrics
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, evaluate, jsonable
@@ -55,9 +56,30 @@ def select_signal(calib: list[dict], seed: int) -> tuple[str, dict]:
         if not math.isnan(value):
             aurocs[name] = value
     if not aurocs:  # one class on calibration: every signal is as good as any
-        return "max_prob", {"requested": "auto", "chosen": "max_prob", "calibration_auroc": {}}
+        first = available_signals(calib)[0]
+        return first, {"requested": "auto", "chosen": first, "calibration_auroc": {}}
     best = max(aurocs, key=lambda k: (aurocs[k], -SIGNALS.index(k)))
     return best, {"requested": "auto", "chosen": best, "calibration_auroc": aurocs}
+
+
+class SignalUnavailable(DistillError, ValueError):
+    """A requested signal the predictions have no feature for (a ValueError for older callers)."""
+
+
+def available_signals(preds: list[dict]) -> list[str]:
+    """The signals every prediction has a feature for (open answers have no option signals), and
+    `learned` over them; in SIGNALS order."""
+    have = [s for s in SIGNALS if s != "learned" and all(s in p["features"] for p in preds)]
+    return [*have, "learned"] if have else ["learned"]
+
+
+def check_signal(signal: str, preds: list[dict]) -> None:
+    """One clear line when the requested signal is not in these predictions' features."""
+    if signal in ("auto", "learned") or all(signal in p["features"] for p in preds):
+        return
+    why = " (an open-answer task has no options to score)" if signal in ("max_prob", "margin") else ""
+    raise SignalUnavailable(f"signal '{signal}' is not available for these answers{why}: use one of "
+                       f"{', '.join(available_signals(preds))} or auto")
 
 
 def _with_ci(fn, *arrays, seed: int) -> dict:
@@ -108,15 +130,18 @@ def _chain(calib: dict[str, list[dict]], test: dict[str, list[dict]], models: li
            seed: int) -> tuple[dict, dict]:
     """The student -> teacher 1 -> ... -> last teacher chain (teachers in the order given).
 
-    Middle models route on their own calibrated top-option probability."""
+    Middle models route on their own calibrated top-option probability (the sequence probability
+    of their generated answer on open-answer tasks)."""
     def arrays(part, key):
         return [np.array([p[key] for p in part[m]], dtype=float) for m in models]
-    cals = [fit_calibrator(calibration, [p["features"]["max_prob"] for p in calib[m]], [p["correct"] for p in calib[m]])
+    own = {m: "max_prob" if all("max_prob" in p["features"] for p in calib[m] + test[m]) else "seq_prob"
+           for m in models[1:-1]}
+    cals = [fit_calibrator(calibration, [p["features"][own[m]] for p in calib[m]], [p["correct"] for p in calib[m]])
             for m in models[1:-1]]
     confs = {"calib": [conf_calib], "test": [conf_test]}
     for cal, m in zip(cals, models[1:-1]):
-        confs["calib"].append(cal.apply([p["features"]["max_prob"] for p in calib[m]]))
-        confs["test"].append(cal.apply([p["features"]["max_prob"] for p in test[m]]))
+        confs["calib"].append(cal.apply([p["features"][own[m]] for p in calib[m]]))
+        confs["test"].append(cal.apply([p["features"][own[m]] for p in test[m]]))
     thresholds = fit_chain([a.astype(bool) for a in arrays(calib, "correct")], confs["calib"], arrays(calib, "tokens"),
                            target_accuracy)
     out = chain_outcome([a.astype(bool) for a in arrays(test, "correct")], confs["test"], arrays(test, "tokens"),
@@ -148,6 +173,7 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
         ids = [p["prompt_id"] for p in part[student]]
         if not ids or any([p["prompt_id"] for p in part[m]] != ids for m in teachers):
             raise ValueError("every model must answer the same non-empty calibration and test items")
+    check_signal(signal, calib[student] + test[student])
     selection = None
     if signal == "auto":
         signal, selection = select_signal(calib[student], seed)

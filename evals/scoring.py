@@ -46,6 +46,8 @@ CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2
 MAX_OPTION_SETS = 20  # contextual calibration is for label sets shared by many rows
 API_PARAMS = GenParams(max_new_tokens=16, stop=("\n",))
 MAX_CHUNK_ITEMS = 64  # items per stored scoring chunk (batched models)
+# Open-answer tasks (no options: gsm8k, asdiv): every model generates a short greedy answer.
+OPEN_PARAMS = GenParams(max_new_tokens=20, stop=("\n",))
 
 
 def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: int = 0,
@@ -56,7 +58,9 @@ def exemplar_sets(train_rows: list[PromptRow], shots: int, variants: int, seed: 
     every label before any repeats: small models copy the labels they saw most or last
     (majority-label and recency bias, Zhao et al. 2021).
     """
-    pool = [r for r in train_rows if r.split == "train" and r.choices]
+    train = [r for r in train_rows if r.split == "train"]
+    # Option tasks take rows with options; an open-answer task (no row has options) its answered rows.
+    pool = [r for r in train if r.choices] or [r for r in train if r.gold and not r.choices]
     if shots and not pool:
         raise DistillError("few-shot exemplars need labelled train rows: load the whole task, not only test rows")
     random.Random(seed).shuffle(pool)
@@ -74,7 +78,8 @@ def mc_prompt(row: PromptRow, shots: list[PromptRow], style: str = "mc") -> str:
 
     "mc" lists the options before "Answer:"; "cloze" is BIG-bench's own protocol (the option
     simply continues the input, options unseen), which suits small base models and inputs
-    written as a sentence to complete.
+    written as a sentence to complete. Open-answer rows (choices None) have no options line:
+    the model generates what follows "Answer:" (or the input, for cloze).
     """
     if style == "cloze":
         return "".join(f"{ex.input} {ex.gold}\n\n" for ex in shots) + row.input
@@ -82,7 +87,8 @@ def mc_prompt(row: PromptRow, shots: list[PromptRow], style: str = "mc") -> str:
         raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
     parts = []
     for ex in [*shots, row]:
-        text = f"Question: {ex.input}\nOptions: {'; '.join(ex.choices or [])}\nAnswer:"
+        options = f"Options: {'; '.join(ex.choices)}\n" if ex.choices is not None else ""  # open answer: none
+        text = f"Question: {ex.input}\n{options}Answer:"
         parts.append(text if ex is row else f"{text} {ex.gold}\n\n")
     return "".join(parts)
 
@@ -221,7 +227,10 @@ def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: lis
                  run_id: str, label: str, style: str = "mc") -> None:
     """Add the `verifier` feature (P("Yes") that its own answer is right) to each prediction."""
     yes_no = [dataclasses.replace(r, choices=["Yes", "No"]) for r in rows]
-    jobs = [(r, self_verify_prompt(r, shots, p["answer"], style)) for r, p in zip(yes_no, out)]
+    # An open-answer row is shown as it was asked (no options line); option rows keep their
+    # stored prompts (and cache keys).
+    jobs = [(r, self_verify_prompt(r if row.choices else row, shots, p["answer"], style))
+            for r, row, p in zip(yes_no, rows, out)]
     done = _score_local(store, model, jobs, run_id, "eval-student-verify", label + " self-verify")
     for (r, rendered), p in zip(jobs, out):
         req = done[request_key(model.name, rendered, SCORE_PARAMS, 0)]
@@ -251,9 +260,11 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
     by the model's label prior; API teachers, which generate rather than score, are unaffected.
     """
     check_scoring_options(debias, style)
+    if rows and not any(r.choices for r in rows):
+        return _answer_open(store, model, rows, exemplars, run_id, role, self_verify, debias, style)
     if any(not r.choices for r in rows):
-        raise DistillError("cascade evaluation scores options: every row needs choices "
-                           "(for free-text labels give the file a choices column)")
+        raise DistillError("cascade evaluation scores options: every row needs choices, or none for an "
+                           "open-answer task (for free-text labels give the file a choices column)")
     variants = exemplars if role == "student" else exemplars[:1]
     jobs = [(row, mc_prompt(row, shots, style)) for shots in variants for row in rows]
     label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
@@ -286,5 +297,47 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
                     "tokens": int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
                     "latency_s": float(sum(r["latency_s"] or 0.0 for r in reqs))})
     if self_verify and not api:
+        _self_verify(store, model, rows, exemplars[0], out, run_id, label, style)
+    return out
+
+
+def _generation_extra(job: Job, index: int, gen, key: str) -> tuple[dict, list]:
+    """Keep the generated tokens' log-probs and top-2 margins (token signals, recomputable later)."""
+    return {"token_logprobs": list(gen.token_logprobs or []), "top2_margins": list(gen.top2_margins or [])}, []
+
+
+def open_answer_text(response: str | None) -> str:
+    """The answer a generation gives: its first line, stripped."""
+    return (response or "").strip().split("\n", 1)[0].strip()
+
+
+def _answer_open(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],
+                 run_id: str, role: str, self_verify: bool, debias: str, style: str) -> list[dict]:
+    """Open-answer rows (no options, e.g. a number): every model, local or API, generates a short
+    greedy answer to the same few-shot prompt through the request cache (resumable, a re-run is
+    free); it is right when `answers_match` the gold answer. Confidence comes from the generated
+    tokens (seq_prob, token_q10, token_margin), plus agreement across variants and self-verification."""
+    if debias != "none":
+        raise DistillError(f"--debias {debias} divides out a prior over options, and this task has none "
+                           "(open answers): drop --debias")
+    variants = exemplars if role == "student" else exemplars[:1]
+    jobs = [Job(prompt_id=row.id, rendered=mc_prompt(row, shots, style)) for shots in variants for row in rows]
+    label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
+    done = run_requests(store, model, jobs, OPEN_PARAMS, purpose=f"eval-{role}", run_id=run_id,
+                        postprocess=_generation_extra, label=label)
+    keys = [request_key(model.name, j.rendered, OPEN_PARAMS, 0) for j in jobs]
+    out = []
+    for i, row in enumerate(rows):
+        reqs = [done[keys[v * len(rows) + i]] for v in range(len(variants))]
+        answers = [open_answer_text(r["response"]) for r in reqs]
+        extra = _extra(reqs[0])
+        features = token_features(extra.get("token_logprobs", []), extra.get("top2_margins", []))
+        if role == "student":
+            features["agreement"] = sum(a == answers[0] or answers_match(a, answers[0]) for a in answers) / len(answers)
+        out.append({"prompt_id": row.id, "split": row.split, "request_key": reqs[0]["key"], "answer": answers[0],
+                    "correct": answers_match(answers[0], row.gold), "features": features,
+                    "tokens": int(sum(r["prompt_tokens"] + r["completion_tokens"] for r in reqs)),
+                    "latency_s": float(sum(r["latency_s"] or 0.0 for r in reqs))})
+    if self_verify and not hasattr(model, "agenerate"):
         _self_verify(store, model, rows, exemplars[0], out, run_id, label, style)
     return out

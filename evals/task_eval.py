@@ -30,14 +30,35 @@ from synth.teachers import Teacher
 MAX_LABELS = 30  # a file without a choices column is a classification task up to this many labels
 
 
+def _is_number(text: str) -> bool:
+    """"18", "-3.5", "1,234", "3/4"."""
+    numerator, _, denominator = text.strip().replace(",", "").partition("/")
+    try:
+        float(numerator), float(denominator or 1)
+    except ValueError:
+        return False
+    return True
+
+
+def is_open_answer(rows: list[PromptRow]) -> bool:
+    """No row has options and the gold answers are numbers, not a small label set (more than
+    MAX_LABELS distinct values, or more distinct values than half the rows): gsm8k, asdiv.
+    Such a task is evaluated open-answer: every model generates its answer."""
+    labels = {r.gold for r in rows}
+    return (bool(rows) and not any(r.choices for r in rows) and all(_is_number(g) for g in labels)
+            and (len(labels) > MAX_LABELS or len(labels) > len(rows) / 2))
+
+
 def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
-    """Rows of a plain (input, label) file get the task's label set as their options."""
-    if all(r.choices for r in rows):
+    """Rows of a plain (input, label) file get the task's label set as their options; an
+    open-answer task (`is_open_answer`) keeps choices None."""
+    if all(r.choices for r in rows) or is_open_answer(rows):
         return rows
     labels = sorted({r.gold for r in rows})
     if len(labels) > MAX_LABELS:
         raise DistillError(f"{len(labels)} distinct labels and no choices column: cascade evaluation scores "
-                           f"options, so add a choices column (a list per row) or use at most {MAX_LABELS} labels")
+                           f"options, so add a choices column (a list per row) or use at most {MAX_LABELS} labels "
+                           "(numeric answers without any choices are evaluated open-answer)")
     for r in rows:
         r.choices = r.choices or labels
     return rows
@@ -65,6 +86,8 @@ def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow
     from evals.classic_kd import train_classic_kd
 
     train = [r for r in store.prompts(pool, split="train") if r.choices][:max_train]
+    if not train:
+        return None, {"skipped": "classic KD learns a distribution over options: this task has none (open answers)"}
     preds = answer_items(store, teacher, train, exemplars, run_id, "teacher", debias=debias, style=style)
     usable = [(r, p) for r, p in zip(train, preds) if "probs" in p["features"]]
     if len(usable) < 10:

@@ -99,8 +99,14 @@ def test_exemplar_sets_edge_cases():
         exemplar_sets(held, shots=2, variants=1)
     no_choices = [PromptRow(id=r.id, source=r.source, task=r.task, input=r.input, gold=r.gold, split="train")
                   for r in train]
-    with pytest.raises(DistillError):
-        exemplar_sets(no_choices, shots=1, variants=1)
+    # Without options anywhere the task is open-answer: its answered train rows are the exemplars.
+    assert exemplar_sets(no_choices, shots=1, variants=1)[0][0] in no_choices
+    # With options, rows without them are never exemplars.
+    assert exemplar_sets(no_choices + train[:1], shots=1, variants=2) == [[train[0]], [train[0]]]
+    unanswered = [PromptRow(id=r.id, source=r.source, task=r.task, input=r.input, gold="", split="train")
+                  for r in train]
+    with pytest.raises(DistillError, match="labelled train rows"):
+        exemplar_sets(unanswered, shots=1, variants=1)
 
 
 def test_mc_prompt_text():
