@@ -7,8 +7,12 @@ calibration split exactly as `distill eval cascade` does (same signal rule, cali
 and scores the cascade on up to --limit train rows, which both models answer through the same
 store request cache. Only valid with --shots 0 (no exemplar comes from the train split).
 
-    python bench/cascade_fresh_split.py --task bigbench:goal_step_wikihow:step_inference \
+    python bench/cascade_fresh_split.py --task hellaswag \
         --store runs/eval.duckdb --prompt-style cloze --signal auto --max-teacher-share 0.5 --limit 700
+
+Any task from `distill data list` works (hellaswag: 6,050 train rows, a cloze task like the
+BIG-bench `goal_step_wikihow:step_inference` that the run in bench/RESULTS.md used; that one needs
+BIG-bench's files, which only load if you bring them).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from synth.teachers import get_teacher  # noqa: E402
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a task from `distill data list` (e.g. hellaswag) or a labelled file")
     p.add_argument("--store", required=True)
     p.add_argument("--student", default="smollm2-135m-instruct")
     p.add_argument("--teacher", default="gemma-3-270m")

@@ -1,7 +1,7 @@
 """The curation stages as one object a notebook can drive.
 
     from curation import Curation
-    c = Curation("runs/demo/store.duckdb", pool="strategyqa")
+    c = Curation("runs/demo/store.duckdb", pool="arc_easy")
     c.verify("answer_match", "format")
     c.dedup(threshold=0.8)
     c.clusters()                       # DataFrame: one row per sample in a duplicate cluster

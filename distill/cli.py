@@ -262,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = _sub(subs, "synth", "generate teacher signal: traces, critiques, revisions, judge scores, prompts",
-             "distill synth --pool strategyqa --teacher gemma-3-270m --samples 2 --limit 16\n"
-             "  distill synth --kind critique --pool strategyqa --teacher smollm2-135m-instruct")
+             "distill synth --pool gsm8k --teacher gemma-3-270m --samples 2 --limit 16\n"
+             "  distill synth --kind critique --pool gsm8k --teacher smollm2-135m-instruct")
     p.add_argument("--kind", default="cot", choices=["cot", "critique", "revise", "judge", "judge-pairs",
                                                      "self-instruct", "evolve", "import-recorded", "react", "bfcl"])
     p.add_argument("--store", default=DEFAULT_STORE)
@@ -290,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = _sub(subs, "pairs", "build preference pairs and export TRL prompt/chosen/rejected JSONL",
-             "distill pairs --pool strategyqa --strategy verified --out runs/pairs.jsonl")
+             "distill pairs --pool gsm8k --strategy verified --out runs/pairs.jsonl")
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", required=True)
     p.add_argument("--strategy", default="verified", choices=["verified", "best_vs_worst", "teacher_vs_student"])
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_pairs)
 
     p = _sub(subs, "curate", "verify, dedup, decontaminate, purify across teachers and export for TRL",
-             "distill curate --pool strategyqa --method majority --export sft --out runs/sft.parquet\n"
+             "distill curate --pool gsm8k --method majority --export sft --out runs/sft.parquet\n"
              "  distill curate purify-bench champ")
     p.add_argument("action", nargs="?", default="run", choices=["run", "purify-bench"],
                    help="run (default): the curation pipeline on --pool; purify-bench: compare purification methods")
@@ -342,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = _sub(subs, "eval", "score student, teachers and the cascade on held-out human labels",
-             "distill eval --pool strategyqa --student runs/student/student-abc --teacher gemma-3-270m\n"
-             "  distill eval cascade --task bigbench:intent_recognition --student smollm2-135m-instruct "
+             "distill eval --pool arc_easy --student runs/student/student-abc --teacher gemma-3-270m\n"
+             "  distill eval cascade --task sst2 --student smollm2-135m-instruct "
              "--teacher gemma-3-270m --signal learned --target-accuracy 0.6 --delta 0.1\n"
              "  distill eval cascade --task labels.csv --student S --teacher T --price T=0.5")
     p.add_argument("action", nargs="?", default="run", choices=["run", "cascade"],

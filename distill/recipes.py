@@ -2,6 +2,10 @@
 
     distill recipe signals --limit 4 --out runs/signals
 
+The default task is `gsm8k` (from `distill data list`): human step-by-step rationales for the
+few-shot exemplars and numeric gold answers to verify against; any other catalog task, a labelled
+file or (if you brought BIG-bench) `bigbench:<task>` works with --task.
+
 1. chain-of-thought traces (each teacher), verified against the human gold answer;
 2. critiques and revisions (each teacher critiques and revises the other's traces), and
    UltraFeedback-style judge scores;
@@ -18,14 +22,15 @@ import time
 from pathlib import Path
 
 DEFAULT_TEACHERS = ("gemma-3-270m", "smollm2-135m-instruct")
+DEFAULT_TASK = "gsm8k"
 ARITHMETIC_POOL = Path(__file__).resolve().parents[1] / "prompts" / "pools" / "arithmetic_word_problems.jsonl"
 
 
-def run_signals_recipe(out: str | Path, task: str = "bigbench:strategyqa", teachers=DEFAULT_TEACHERS,
+def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAULT_TEACHERS,
                        limit: int = 4, samples: int = 2, max_new_tokens: int = 48) -> dict:
     from curation.store import Store
     from curation.verify import verify_samples
-    from prompts.data import fetch_bigbench, load_task
+    from prompts.data import load_task
     from synth import critique, expand, preferences, react
     from synth.cot import CotParams, generate_traces
     from synth.models import model_path
@@ -33,15 +38,14 @@ def run_signals_recipe(out: str | Path, task: str = "bigbench:strategyqa", teach
 
     for name in teachers:
         model_path(name)
-    if task.startswith("bigbench:"):
-        fetch_bigbench()
+    rows = load_task(task)  # a missing data wheel or unknown task fails here, before any model runs
     out = Path(out)
     pool = task.split(":")[-1]
     results: dict[str, object] = {}
     began = time.perf_counter()
     with Store(out / "store.duckdb") as store:
         run_id = store.start_run("recipe-signals", {"task": task, "teachers": list(teachers), "limit": limit})
-        store.add_prompts(load_task(task), pool, run_id)
+        store.add_prompts(rows, pool, run_id)
         models = [get_teacher(n) for n in teachers]
         cot = CotParams(num_samples=samples, max_new_tokens=max_new_tokens)
         for t in models:
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="distill recipe signals", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/signals")
-    parser.add_argument("--task", default="bigbench:strategyqa")
+    parser.add_argument("--task", default=DEFAULT_TASK,
+                        help="a task from `distill data list` or a labelled file (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=4, help="prompts per stage")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args(argv)

@@ -10,7 +10,8 @@ from evals.signals import DEBIAS, PROMPT_STYLES, SIGNALS
 
 def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cascade (distill eval cascade)")
-    g.add_argument("--task", help="bigbench:<name>, or a labelled .jsonl/.csv/.parquet file (input, label[, choices])")
+    g.add_argument("--task", help="a task from `distill data list` (e.g. arc_easy, sst2, mmlu:astronomy), "
+                   "or a labelled .jsonl/.csv/.parquet file (input, label[, choices])")
     g.add_argument("--signal", default="max_prob", choices=(*SIGNALS, "auto"),
                    help="student confidence signal; auto picks the best on the calibration split (AUROC)")
     g.add_argument("--calibration", default="platt", choices=METHODS, help="calibrator fitted on the calibration split")
@@ -30,7 +31,7 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
     g.add_argument("--prompt-style", default="mc", choices=PROMPT_STYLES,
                    help="mc: list the options before 'Answer:'; cloze: the option continues the input "
-                        "(BIG-bench's own protocol, often better for small base models)")
+                        "(the BIG-bench / lm-eval-harness protocol, often better for small base models)")
     g.add_argument("--debias", default="none", choices=DEBIAS,
                    help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
                         "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
@@ -56,7 +57,8 @@ def parse_prices(items: list[str]) -> dict[str, float]:
 
 def run_cascade_eval(args: argparse.Namespace) -> None:
     if not args.task:
-        raise DistillError("distill eval cascade needs --task (bigbench:<name> or a labelled file)")
+        raise DistillError("distill eval cascade needs --task (a task from `distill data list`, e.g. --task arc_easy, "
+                           "or a labelled file)")
     for name in ("target_accuracy", "max_teacher_share", "delta"):
         value = getattr(args, name)
         if value is not None and not 0 <= value <= 1:

@@ -4,7 +4,7 @@ The spec is the cascade.json that `distill eval cascade` writes (or one written 
 
   {"version": 1, "models": ["smollm2-135m-instruct", "gemma-3-270m"], "signal": "seq_prob",
    "calibrators": [{"method": "platt", "params": {"a": 1.3, "b": -0.2}}], "thresholds": [0.62],
-   "task": "bigbench:intent_recognition"}
+   "task": "arc_easy"}
 
 `models` runs cheapest first; every model but the last has a calibrator and a threshold. A request
 goes to model 0; its answer's signal (one of evals/signals.GENERATION_SIGNALS, computed from the

@@ -387,12 +387,12 @@ def test_cli_as_a_subprocess_exits_2_and_leaves_the_store_alone(seeded):
     assert counts(path) == before
 
 
-# --- the real path: offline models on a real BIG-bench task ------------------------------
+# --- the real path: offline models on a real catalog task (human labels from a PyPI wheel) ----
 
 
 @pytest.mark.slow
-def test_real_models_on_a_real_bigbench_task(tmp_path, monkeypatch):
-    """smollm2 student, gemma teacher, cloze scoring, auto signal, rationales; a re-run is free."""
+def test_real_models_on_a_real_catalog_task(tmp_path, monkeypatch):
+    """arc_easy: smollm2 student, gemma teacher, cloze scoring, auto signal, rationales; a re-run is free."""
     import os
 
     from synth.teachers import get_teacher
@@ -402,10 +402,9 @@ def test_real_models_on_a_real_bigbench_task(tmp_path, monkeypatch):
     opts = dict(prompt_style="cloze", shots=0, signal="auto", max_teacher_share=0.5, limit=12,
                 kd_baseline=False, resplits=0, rationales=2)
     with Store(tmp_path / "store.duckdb") as store:
-        out = evaluate_task(store, "bigbench:movie_recommendation", student, [teacher], tmp_path / "out", "r1", **opts)
+        out = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out", "r1", **opts)
         n_requests = store.count("requests")
-        again = evaluate_task(store, "bigbench:movie_recommendation", student, [teacher], tmp_path / "out2", "r2",
-                              **opts)
+        again = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out2", "r2", **opts)
         assert store.count("requests") == n_requests  # scores and explanations all come from the store
     result = out["result"]
     assert [r["role"] for r in result["rows"]] == ["student", "teacher", "cascade", "random", "oracle"]
