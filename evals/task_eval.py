@@ -193,6 +193,9 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     if committee and can_form_committee([preds[n] for n in teacher_names]):
         name = committee_name(teacher_names)
         preds[name] = committee_predictions([preds[n] for n in teacher_names], calib + test)
+        if prices and all(n in prices for n in teacher_names):  # a committee call pays every member
+            paid = {n: sum(p["tokens"] for p in preds[n]) for n in teacher_names}
+            prices = {**prices, name: sum(prices[n] * paid[n] for n in paid) / max(1, sum(paid.values()))}
         teacher_names.append(name)
     baseline_preds = {b.name: answer_items(store, b, calib + test, exemplars, run_id, "student", debias=debias,
                                            style=prompt_style) for b in baselines or []}
