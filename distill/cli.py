@@ -203,26 +203,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    if args.action == "cascade":
-        from evals.cli_cascade import run_cascade_eval
-        run_cascade_eval(args)
-        return
-    if not args.pool:
-        raise DistillError("distill eval needs --pool (or: distill eval cascade --task bigbench:<name> ...)")
-    from curation.store import Store
-    from evals.pipeline import evaluate_cascade
-    from synth.cot import STOP
-    from synth.engine import GenParams
-    from synth.teachers import get_teacher
-    params = GenParams(max_new_tokens=args.max_new_tokens, temperature=0.0, stop=STOP)
-    with Store(args.store) as store:
-        student = get_teacher(args.student)
-        teachers = [get_teacher(t) for t in args.teacher]
-        run_id = store.start_run("eval", {"pool": args.pool, "student": args.student, "teachers": args.teacher})
-        out = evaluate_cascade(store, args.pool, student, teachers, run_id, args.out, params, limit=args.limit,
-                               target_accuracy=args.target_accuracy)
-        store.finish_run(run_id)
-    print(f"report: {out['report']}")
+    # One evaluation path: `distill eval --pool P` is `distill eval cascade --task P` on a pool
+    # already in the store (the demo's report is made by the same function).
+    if args.action == "run" and not args.task:
+        if not args.pool:
+            raise DistillError("distill eval needs --task (a task from `distill data list` or a labelled file) "
+                               "or --pool (a pool already in --store)")
+        args.task = args.pool
+    from evals.cli_cascade import run_cascade_eval
+    run_cascade_eval(args)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -347,14 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
              "--teacher gemma-3-270m --signal learned --target-accuracy 0.6 --delta 0.1\n"
              "  distill eval cascade --task labels.csv --student S --teacher T --price T=0.5")
     p.add_argument("action", nargs="?", default="run", choices=["run", "cascade"],
-                   help="run (default): the demo's evaluation of --pool; cascade: any labelled --task")
+                   help="both run the cascade evaluation; run (default) also takes --pool, a pool in --store")
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool")
     p.add_argument("--student", required=True)
     p.add_argument("--teacher", action="append", required=True, help="repeat for several (cheapest first)")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows per split")
-    p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--target-accuracy", type=float)
     from evals.cli_cascade import add_cascade_arguments
     add_cascade_arguments(p)

@@ -87,7 +87,7 @@ def test_unwritable_store_path(capsys, tmp_path):
 
 @pytest.mark.parametrize("args,needle", [
     (["--set", "not_a_key=1"], "unknown config key 'not_a_key'"),
-    (["--set", "sft_steps=many"], "expects int"),
+    (["--set", "eval_prompts=many"], "expects int"),
     (["--config", "missing.toml"], "not found"),
 ])
 def test_bad_demo_config(args, needle, capsys, tmp_path, monkeypatch):
