@@ -39,6 +39,7 @@ from evals.signals import (
 )
 from prompts.rows import PromptRow
 from synth.engine import GenParams, Job, request_key, run_requests
+from synth.local import scoring_order
 from synth.teachers import Teacher
 
 SCORE_PARAMS = GenParams(max_new_tokens=0)
@@ -109,20 +110,21 @@ def _option_details(model: Teacher, rendered: str, choices: list[str]) -> list[d
 def _score_chunks(model: Teacher, todo: list, lengths: list[int]) -> list[list]:
     """Chunks of `todo` that are stored one at a time (kill -9 loses at most the chunk in flight).
 
-    A model with `continuation_details_batch` gets `todo` sorted by prompt length (less padding)
-    and cut where (longest prompt x option rows) reaches its token budget; others get 16 items."""
+    A model with `continuation_details_batch` gets `todo` in `scoring_order` (prompts sharing a
+    few-shot block together, longest first: little padding, the shared block run once per chunk)
+    cut where (longest prompt x option rows) reaches its token budget; others get 16 items."""
     if not hasattr(model, "continuation_details_batch"):
         return [todo[i:i + 16] for i in range(0, len(todo), 16)]
-    budget = getattr(model, "score_token_budget", 4096)
-    order = sorted(range(len(todo)), key=lambda i: -lengths[i])
-    chunks, chunk, rows = [], [], 0
-    for i in order:
+    budget = getattr(model, "score_token_budget", 8192)
+    chunks, chunk, rows, longest = [], [], 0, 0
+    for i in scoring_order([rendered for (_, rendered), _ in todo], lengths):
         options = len(todo[i][0][0].choices)
-        if chunk and (lengths[chunk[0]] * (rows + options) > budget or len(chunk) >= MAX_CHUNK_ITEMS):
+        if chunk and (max(longest, lengths[i]) * (rows + options) > budget or len(chunk) >= MAX_CHUNK_ITEMS):
             chunks.append([todo[j] for j in chunk])
-            chunk, rows = [], 0
+            chunk, rows, longest = [], 0, 0
         chunk.append(i)
         rows += options
+        longest = max(longest, lengths[i])
     return chunks + ([[todo[j] for j in chunk]] if chunk else [])
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,7 +108,7 @@ class LocalGenerator:
     """A local causal LM wrapped for batched, reproducible generation and scoring."""
 
     # Option scoring (continuation_details_batch): padded prompt tokens x option rows per pass.
-    score_token_budget = 4096
+    score_token_budget = 8192
 
     def __init__(self, model_name: str, batch_size: int = 16, device: str = "cpu") -> None:
         self.model_name = self.name = model_name
@@ -314,16 +315,17 @@ class LocalGenerator:
                 batchable.append(i)
             elif tails:  # an empty prompt or option: the per-item path handles the edge cases
                 out[i] = self.continuation_details(items[i][0], list(items[i][1]))
-        batchable.sort(key=lambda i: -len(encoded[i][0]))  # longest first: a too-big group fails early
-        group: list[int] = []
-        for i in batchable:
-            rows = sum(len(encoded[j][1]) for j in group) + len(encoded[i][1])
-            if group and len(encoded[group[0]][0]) * rows > budget:
+        clusters = scoring_clusters([items[i][0] for i in batchable], [len(encoded[i][0]) for i in batchable])
+        for cluster in clusters:  # a group never spans two few-shot blocks
+            group: list[int] = []
+            for i in (batchable[k] for k in cluster):
+                rows = sum(len(encoded[j][1]) for j in group) + len(encoded[i][1])
+                if group and max(len(encoded[j][0]) for j in [*group, i]) * rows > budget:
+                    self._run_group(group, encoded, out, items)
+                    group = []
+                group.append(i)
+            if group:
                 self._run_group(group, encoded, out, items)
-                group = []
-            group.append(i)
-        if group:
-            self._run_group(group, encoded, out, items)
         return out
 
     def _run_group(self, group: list[int], encoded: list, out: list, items: Sequence) -> None:
@@ -334,17 +336,49 @@ class LocalGenerator:
         for i, d in zip(group, details):
             out[i] = d
 
+    def _shared_prefix(self, heads: list[list[int]]) -> int:
+        """Tokens all prompts of a group share (their few-shot block), when worth a pass of its own.
+
+        Every prompt keeps at least one token of its own (its last position predicts the options).
+        The prompts' own parts are left-padded after the shared block, so padding sits inside the
+        sequence: a sliding-window model only shares while the whole sequence fits its window
+        (its window counts cache slots, padding included).
+        """
+        if len(heads) < 2:
+            return 0
+        n = min(len(h) for h in heads) - 1
+        first = heads[0]
+        for h in heads[1:]:
+            n = next((k for k in range(n) if h[k] != first[k]), n)
+        window = getattr(self.model.config, "sliding_window", None)
+        if window and max(len(h) for h in heads) + 64 > window:
+            return 0
+        return n if n >= MIN_SHARED_TOKENS else 0
+
     def _details_batch(self, heads: list[list[int]], tails_per_item: list[list[list[int]]]) -> list[list[dict]]:
         """Per item, per option: token log-probs and top-2 margins (see continuation_details_batch)."""
         owner = [i for i, tails in enumerate(tails_per_item) for _ in tails]  # option row -> its item
         flat = [t for tails in tails_per_item for t in tails]
-        ids, mask = self._left_pad(heads)
         longest = max(len(t) for t in flat)
+        shared = self._shared_prefix(heads)
         with torch.no_grad():
             # Left padding puts every prompt's last token last: one head row per item predicts
             # each option's first token.
-            first = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                               use_cache=longest > 1, logits_to_keep=1)
+            if shared:  # the few-shot block the items share runs once, its cache copied per item
+                prefix = self.model(input_ids=torch.tensor([heads[0][:shared]], device=self.device), use_cache=True,
+                                    logits_to_keep=1)
+                cache = prefix.past_key_values
+                cache.batch_repeat_interleave(len(heads))
+                ids, own = self._left_pad([h[shared:] for h in heads])
+                mask = torch.cat([torch.ones((len(heads), shared), dtype=own.dtype, device=own.device), own], dim=1)
+                first = self.model(input_ids=ids, attention_mask=mask, past_key_values=cache,
+                                   position_ids=shared + (own.cumsum(-1) - 1).clamp(min=0),
+                                   use_cache=longest > 1, logits_to_keep=1)
+            else:
+                ids, mask = self._left_pad(heads)
+                first = self.model(input_ids=ids, attention_mask=mask,
+                                   position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                                   use_cache=longest > 1, logits_to_keep=1)
             lp0 = torch.log_softmax(first.logits[:, -1].float(), dim=-1)
             top0 = lp0.topk(2, dim=-1).values
             margin0 = (top0[:, 0] - top0[:, 1]).tolist()
@@ -441,6 +475,31 @@ class LocalGenerator:
         aligned = torch.stack([torch.nn.functional.pad(logprobs[r, s: keep - 1], (0, 0, 0, width - (keep - 1 - s)))
                                for r, s in enumerate(starts)])
         return self._details(aligned, tails)
+
+
+MIN_SHARED_TOKENS = 16  # a shared prompt prefix shorter than this is not worth its own pass
+MIN_SHARED_CHARS = 64  # prompts sharing this many leading characters are scored together
+
+
+def scoring_order(prompts: Sequence[str], lengths: Sequence[int]) -> list[int]:
+    """The order to score prompts in (`scoring_clusters` one after the other)."""
+    return [i for cluster in scoring_clusters(prompts, lengths) for i in cluster]
+
+
+def scoring_clusters(prompts: Sequence[str], lengths: Sequence[int]) -> list[list[int]]:
+    """Prompts that share a few-shot block (a long common prefix) as one cluster each, so a
+    group's shared block runs once; longest first within each cluster, and prompts sharing
+    nothing (zero-shot) as one last cluster, longest first (little padding)."""
+    by_text = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    clusters: list[list[int]] = []
+    for i in by_text:
+        if clusters and len(os.path.commonprefix([prompts[clusters[-1][-1]], prompts[i]])) >= MIN_SHARED_CHARS:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    alone = [i for c in clusters if len(c) == 1 for i in c]
+    groups = [c for c in clusters if len(c) > 1] + ([alone] if alone else [])
+    return [sorted(c, key=lambda i: -lengths[i]) for c in groups]
 
 
 class _LazyDecodedLengths:

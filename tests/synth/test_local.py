@@ -277,3 +277,24 @@ def test_smollm_batched_option_scores_match_per_item(shared_cache):
               "seven hundred\nAnswer:", [f" {2 * i + 1}", f" {2 * i + 3}", " seven hundred"]) for i in range(6)]
     for (prompt, options), details in zip(items, g.continuation_details_batch(items, token_budget=600)):
         _close(details, g.continuation_details(prompt, options))
+
+
+def test_a_shared_few_shot_block_runs_once_per_group(gen, monkeypatch):
+    shots = "Question: What is 2 + 2?\nAnswer: 4\n\nQuestion: What is 3 + 5?\nAnswer: 8\n\n"
+    items = [(shots + f"Question: What is {i} + {i * 3}?\nAnswer:", [f" {4 * i}", " 12 zebra", " 7"])
+             for i in range(1, 8)] + [("unrelated " * (i + 1), [" a", " b c"]) for i in range(3)]
+    calls = []
+    real = gen.model.forward
+
+    def spy(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gen.model, "forward", spy)
+    out = gen.continuation_details_batch(items, token_budget=100_000)
+    shared = len(gen._encode(shots)) - 2  # the block's tokens, less a boundary token or two
+    assert calls[0][0] == 1 and calls[0][1] >= shared  # the block alone, once
+    assert calls[1][0] == 7 and calls[1][1] < 20  # then only each item's own tokens
+    monkeypatch.undo()
+    for (prompt, options), details in zip(items, out):
+        _close(details, gen.continuation_details(prompt, options))
