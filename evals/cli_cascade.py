@@ -12,7 +12,7 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cascade (distill eval cascade)")
     g.add_argument("--task", help="a task from `distill data list` (e.g. arc_easy, sst2, mmlu:astronomy), "
                    "or a labelled .jsonl/.csv/.parquet file (input, label[, choices])")
-    g.add_argument("--signal", default="max_prob", choices=(*SIGNALS, "auto"),
+    g.add_argument("--signal", default="auto", choices=(*SIGNALS, "auto"),
                    help="student confidence signal; auto picks the best on the calibration split (AUROC)")
     g.add_argument("--calibration", default="platt", choices=METHODS, help="calibrator fitted on the calibration split")
     g.add_argument("--max-teacher-share", type=float, help="teacher-call budget (share of queries)")
