@@ -29,7 +29,7 @@ class DemoConfig:
     temperature: float = 0.7
     max_new_tokens: int = 64
     examples: int = 2
-    label_prompts: int = 300  # train prompts the teachers answer for the student's training set
+    label_prompts: int = 200  # train prompts the teachers answer for the student's training set
     eval_prompts: int = 250  # per split: calibration and test (SciQ has 194 and 221: all of them)
     prompt_style: str = "cloze"
     shots: int = 0
