@@ -83,13 +83,23 @@ class Candidates:
         return y
 
 
+def _answer_key(sample: dict) -> str | None:
+    """What votes compare. A multiple-choice answer is already one of the options (synth.cot matched it):
+    compare it as text; `answer_key` is for math and yes/no, and finds no key in a word like "osmosis"."""
+    if sample["answer"] is None:
+        return None
+    if sample.get("choices"):
+        return " ".join(str(sample["answer"]).lower().split()) or None
+    return answer_key(sample["answer"])
+
+
 def load_candidates(store: Store, pool: str, verifier: str = VERIFIER, kinds: tuple[str, ...] = ("cot",)) -> Candidates:
     by_prompt: dict[str, list[dict]] = {}
     split, inputs = {}, {}
     for s in store.curated_samples(pool, verifier, list(kinds)):
         if not s["kept"]:
             continue
-        s["key"] = answer_key(s["answer"]) if s["answer"] is not None else None
+        s["key"] = _answer_key(s)
         by_prompt.setdefault(s["prompt_id"], []).append(s)
         split[s["prompt_id"]], inputs[s["prompt_id"]] = s["split"], s["input"]
     teachers = sorted({c["teacher"] for cs in by_prompt.values() for c in cs})

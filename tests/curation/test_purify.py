@@ -128,3 +128,22 @@ def test_llm_aggregation_with_a_real_local_model(store, pool):
     verdicts = store.count("verdicts", "sample_id IN (SELECT id FROM samples WHERE kind = 'aggregate')")
     assert verdicts == 4 and out["selected"] == sum(f["answer"] is not None for f in fused)
     assert all(f["answer"] is not None or f["parse_error"] for f in fused)
+
+
+def test_word_answers_to_multiple_choice_questions_are_candidates(store):
+    # answer_key is for math and yes/no and finds no key in "osmosis": option answers vote as text.
+    from prompts.rows import PromptRow, split_for, stable_id
+    rows = []
+    for i in range(12):
+        text = f"Water crosses a membrane by what process? ({i})"
+        rid = stable_id("words", text)
+        rows.append(PromptRow(id=rid, source="test", task="words", input=text, gold="osmosis",
+                              split=split_for(rid, 0.0, 0.0), choices=["osmosis", "mutation"]))
+    store.add_prompts(rows, "words")
+    for name, answer in (("right", "osmosis"), ("wrong", "mutation")):
+        generate_traces(store, ScriptedTeacher(name, [f"Because.\nAnswer: {answer}"]), "words",
+                        CotParams(num_samples=1), run_id="r")
+    c = Curation(store, "words")
+    c.verify()
+    out = purify(store, "words", "r", "verified_first")
+    assert out["selected"] == 12 and out["by_teacher"] == {"right": 12}
