@@ -209,8 +209,6 @@ _READERS: dict[str, Callable[[], list[Item]]] = {
     "sst2": lambda: _pairs("glue", "sst2", lambda r: r["sentence"], ["negative", "positive"]),
     "rte": lambda: _pairs("glue", "rte", lambda r: f"{r['sentence1']}\nQuestion: Does this imply that "
                           f"\"{r['sentence2']}\"?", ["yes", "no"]),
-    "cb": lambda: _pairs("super_glue", "cb", lambda r: f"{r['premise']}\nQuestion: Does this imply that "
-                         f"\"{r['hypothesis']}\"? Yes, no, or maybe?", ["yes", "no", "maybe"]),
     "copa": _copa,
     "mrpc": lambda: _pairs("glue", "mrpc", lambda r: f"Sentence 1: {r['sentence1']}\nSentence 2: "
                            f"{r['sentence2']}\nQuestion: Do both sentences mean the same thing?",
