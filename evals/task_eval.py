@@ -41,12 +41,13 @@ def _is_number(text: str) -> bool:
 
 
 def is_open_answer(rows: list[PromptRow]) -> bool:
-    """No row has options and the gold answers are numbers, not a small label set (more than
-    MAX_LABELS distinct values, or more distinct values than half the rows): gsm8k, asdiv.
-    Such a task is evaluated open-answer: every model generates its answer."""
+    """No row has options and the gold answers are not a small label set (more than MAX_LABELS
+    distinct values, or more distinct values than half the rows): gsm8k, asdiv, math. Such a task
+    is evaluated open-answer: every model generates its answer, graded by `answers_match`
+    (numbers, fractions, LaTeX via math-verify, text)."""
     labels = {r.gold for r in rows}
-    return (bool(rows) and not any(r.choices for r in rows) and all(_is_number(g) for g in labels)
-            and (len(labels) > MAX_LABELS or len(labels) > len(rows) / 2))
+    return (bool(rows) and not any(r.choices for r in rows)
+            and (len(labels) > MAX_LABELS or (len(labels) > len(rows) / 2 and all(_is_number(g) for g in labels))))
 
 
 def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
@@ -55,10 +56,10 @@ def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
     if all(r.choices for r in rows) or is_open_answer(rows):
         return rows
     labels = sorted({r.gold for r in rows})
-    if len(labels) > MAX_LABELS:
-        raise DistillError(f"{len(labels)} distinct labels and no choices column: cascade evaluation scores "
-                           f"options, so add a choices column (a list per row) or use at most {MAX_LABELS} labels "
-                           "(numeric answers without any choices are evaluated open-answer)")
+    if len(labels) > MAX_LABELS:  # some rows have options, the others too many labels to list
+        raise DistillError(f"{len(labels)} distinct labels and some rows without a choices column: give every "
+                           f"row its choices, or none (then it is evaluated open-answer), or use at most "
+                           f"{MAX_LABELS} labels")
     for r in rows:
         r.choices = r.choices or labels
     return rows

@@ -96,7 +96,8 @@ def test_small_label_sets_stay_classification():
     assert is_open_answer(rows([str(i) for i in range(40)]))
     assert is_open_answer(rows(["1,200", "3/4", "-2.5", "7"]))
     assert not is_open_answer(rows([str(1 + i % 5) for i in range(40)]))  # a 1-5 rating: a label set
-    assert not is_open_answer(rows([f"l{i}" for i in range(40)]))  # free text: refused, as before
+    assert is_open_answer(rows([f"l{i}" for i in range(40)]))  # many free-text answers (math, asdiv)
+    assert not is_open_answer(rows([f"l{i % 20}" for i in range(40)]))  # 20 words: a label set
     assert not is_open_answer(rows([str(i) for i in range(40)], choices=["0", "1"]))
     assert not is_open_answer([])
 

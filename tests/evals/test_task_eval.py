@@ -98,10 +98,18 @@ def test_a_choices_column_is_kept(store, tmp_path):
     assert rows["b?"].choices == ["q", "x"]  # the file's label set for a row without its own
 
 
-def test_too_many_labels_without_choices_is_refused(store, tmp_path):
+def test_many_free_text_labels_without_choices_are_open_answer(store, tmp_path):
     path = tmp_path / "many.jsonl"
     path.write_text("".join(json.dumps({"input": f"q{i}", "label": f"l{i}"}) + "\n" for i in range(31)))
-    with pytest.raises(DistillError, match="31 distinct labels and no choices column"):
+    load_task_pool(store, str(path), "run1")
+    assert all(r.choices is None for r in store.prompts(str(path)))
+
+
+def test_too_many_labels_with_some_choices_is_refused(store, tmp_path):
+    path = tmp_path / "many.jsonl"
+    path.write_text(json.dumps({"input": "q", "label": "a", "choices": ["a", "b"]}) + "\n"
+                    + "".join(json.dumps({"input": f"q{i}", "label": f"l{i}"}) + "\n" for i in range(31)))
+    with pytest.raises(DistillError, match="32 distinct labels and some rows without a choices column"):
         load_task_pool(store, str(path), "run1")
     assert store.count("prompts") == 0
 
