@@ -35,8 +35,12 @@ def _label_rows(store: Store, pool: str, exemplars: list, limit: int | None) -> 
 
 def build_sft_data(store: Store, pool: str, teachers: list[Teacher], path: str | Path, run_id: str, *,
                    limit: int | None = None, shots: int = 0, style: str = "mc", committee: bool = True,
-                   seed: int = 0) -> dict:
-    """Write the purified training set to `path`; returns the funnel counts."""
+                   require_verified: bool = True, seed: int = 0) -> dict:
+    """Write the purified training set to `path`; returns the funnel counts.
+
+    `require_verified=False` keeps the purified answer (the committee's, else the first teacher's)
+    whether or not it matches the human label: the student then imitates the teachers, errors
+    included, instead of learning the human labels through them."""
     exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, 1, seed)
     rows = _label_rows(store, pool, exemplars, limit)
     preds = {t.name: answer_items(store, t, rows, exemplars, run_id, "teacher", style=style) for t in teachers}
@@ -47,7 +51,7 @@ def build_sft_data(store: Store, pool: str, teachers: list[Teacher], path: str |
         order = [name, *order]
     kept: dict[str, tuple[str, str]] = {}  # prompt id -> (answer, where it came from)
     for i, row in enumerate(rows):
-        source = next((m for m in order if preds[m][i]["correct"]), None)
+        source = next((m for m in order if preds[m][i]["correct"]), None) if require_verified else order[0]
         if source:
             kept[row.id] = (preds[source][i]["answer"], source)
     by_id = {r.id: r for r in store.prompts(pool, split="train")}

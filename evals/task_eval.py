@@ -208,6 +208,17 @@ def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teac
     teacher = next((t for t in teachers if t.name == result["cascade_teacher"]), None) or max(
         teachers, key=lambda t: float(np.mean([p["correct"] for p in preds[t.name] if p["split"] == "calibration"])))
     result["rows"][1:1] = [_baseline_row(name, ps, seed) for name, ps in baseline_preds.items()]
+    # The same cascade fitted for each other student: what routing bought before distillation.
+    result["baseline_cascades"] = {}
+    for name, ps in baseline_preds.items():
+        others = [t for t in teacher_names if t != name]  # a student never escalates to itself
+        if not others:
+            continue
+        base = analyse({name: ps, **{t: preds[t] for t in others}}, name, others, signal=signal,
+                       calibration=calibration, target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
+                       max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, seed=seed)
+        result["baseline_cascades"][name] = {k: base[k] for k in ("signal", "cascade_teacher", "cascade_vs_random",
+                                                                  "curve_vs_random", "rows")}
     requested, signal = signal, result["signal"]  # auto: the signal chosen on calibration
     if kd_baseline:
         row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias,
