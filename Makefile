@@ -20,7 +20,7 @@ demo-fast: $(VENV)/.installed
 	$(VENV)/bin/distill demo --fast $(ARGS)
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q --durations=15 $(ARGS)
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
