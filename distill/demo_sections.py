@@ -65,10 +65,23 @@ def savings_text(result: dict) -> str:
     low, high, diff = cvr.get("ci_low"), cvr.get("ci_high"), cvr.get("difference")
     verdict = ("**beat** random routing at the same teacher share" if low is not None and low > 0 else
                "did **not** beat random routing at the same teacher share (the interval includes or is below zero)")
-    return (f"Against teacher-only (`{result.get('cascade_teacher')}` answering everything, {_acc(teacher)}), the "
-            f"cascade ({_acc(casc)}) sends {_pct(share)} of queries to the teacher: it saves {saved_calls:,.0f} "
-            f"teacher calls per 1,000 queries{cost}. The cascade {verdict}: "
-            f"{100 * (diff or 0):+.1f} points, 95% CI [{100 * (low or 0):+.1f}, {100 * (high or 0):+.1f}].")
+    lines = [f"Against teacher-only (`{result.get('cascade_teacher')}` answering everything, {_acc(teacher)}), the "
+             f"cascade of the distilled student ({_acc(casc)}) sends {_pct(share)} of queries to the teacher: it saves "
+             f"{saved_calls:,.0f} teacher calls per 1,000 queries{cost}. It {verdict}: "
+             f"{100 * (diff or 0):+.1f} points, 95% CI [{100 * (low or 0):+.1f}, {100 * (high or 0):+.1f}]."]
+    for name, base in (result.get("baseline_cascades") or {}).items():
+        b_casc = next((r for r in base["rows"] if r.get("role") == "cascade"), {})
+        b_teacher = next((r for r in base["rows"] if r.get("role") == "teacher"
+                          and r.get("model") == base.get("cascade_teacher")), {})
+        b_share = b_casc.get("teacher_share") or 0.0
+        b_cost = ""
+        if b_teacher.get("cost_per_1k_usd") and b_casc.get("cost_per_1k_usd") is not None:
+            b_cost = (f" and ${b_teacher['cost_per_1k_usd'] - b_casc['cost_per_1k_usd']:,.4f} of "
+                      f"${b_teacher['cost_per_1k_usd']:,.4f}")
+        lines.append(f"Before distillation, the cascade of `{name}` ({_acc(b_casc)}) against teacher-only "
+                     f"(`{base.get('cascade_teacher')}`, {_acc(b_teacher)}) sends {_pct(b_share)} of queries to the "
+                     f"teacher: it saves {1000 * (1 - b_share):,.0f} teacher calls{b_cost} per 1,000 queries.")
+    return "\n\n".join(lines)
 
 
 def _cascade_line(label: str, cvr: dict, curve: dict) -> str:
