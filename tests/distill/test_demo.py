@@ -35,7 +35,7 @@ def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, real_cache)
     assert (report.parent / "cascade.png").stat().st_size > 5000
     rows = {r["role"]: r for r in first["eval"]["rows"]}
     assert {"student", "student before", "teacher", "cascade", "random", "oracle"} <= set(rows)
-    assert rows["cascade"]["n"] == rows["student before"]["n"] == 12
+    assert rows["cascade"]["n"] == rows["student before"]["n"] == 10
     cvr = first["eval"]["cascade_vs_random"]
     assert cvr["ci_low"] <= cvr["difference"] <= cvr["ci_high"]
 
@@ -44,7 +44,7 @@ def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, real_cache)
     joined = con.execute("""SELECT count(*) FROM samples s JOIN prompts p ON p.id = s.prompt_id
                             JOIN requests r ON r.key = s.request_key JOIN runs u ON u.id = s.run_id
                             WHERE s.kind = 'cot'""").fetchone()[0]
-    assert n_cot == joined == 2 * 2 * 4  # teachers x samples x trace prompts
+    assert n_cot == joined == 2 * 2 * 2  # teachers x samples x trace prompts
     splits = {s for (s,) in con.execute("SELECT DISTINCT p.split FROM samples s JOIN prompts p ON p.id = s.prompt_id")
               .fetchall()}
     assert splits == {"train"}
