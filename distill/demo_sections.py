@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+from evals.report import _pct
 
 
 def _acc(row: dict) -> str:

@@ -55,11 +55,12 @@ def build_sft_data(store: Store, pool: str, teachers: list[Teacher], path: str |
         if source:
             kept[row.id] = (preds[source][i]["answer"], source)
     by_id = {r.id: r for r in store.prompts(pool, split="train")}
+    shown = {r.id for shots in exemplars for r in shots}
     from_traces = 0
     for pick in store.frame_purified(pool, METHOD).to_dict("records"):
         row = by_id.get(pick["prompt_id"])
         if row and row.choices and pick["prompt_id"] not in kept and pick["answer"] in row.choices \
-                and pick["answer"] == row.gold and pick["prompt_id"] not in {r.id for s in exemplars for r in s}:
+                and pick["answer"] == row.gold and pick["prompt_id"] not in shown:
             kept[pick["prompt_id"]] = (pick["answer"], f"trace:{pick['teacher']}")
             from_traces += 1
     shots_used = exemplars[0] if exemplars else []
