@@ -1,6 +1,9 @@
 """Shared fixtures: a store on a temp file and a small labelled pool loaded into it."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from curation.store import Store
@@ -27,6 +30,18 @@ def make_rows(n: int = 40) -> list[PromptRow]:
         rows.append(PromptRow(id=rid, source="test", task="yesno", input=text, gold=gold,
                               split=split_for(rid), choices=["Yes", "No"], rationale=why))
     return rows
+
+
+# The machine's cache, read once at start-up: a module fixture that points DISTILL_CACHE at a
+# temp dir must not make a later real-model test convert the GGUF models again (60+ s each).
+MACHINE_CACHE = Path(os.environ.get("DISTILL_CACHE") or Path.home() / ".cache" / "distill")
+
+
+@pytest.fixture
+def machine_cache(monkeypatch) -> Path:
+    """DISTILL_CACHE set to the machine's cache, where real models convert once per machine."""
+    monkeypatch.setenv("DISTILL_CACHE", str(MACHINE_CACHE))
+    return MACHINE_CACHE
 
 
 @pytest.fixture

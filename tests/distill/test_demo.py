@@ -1,6 +1,5 @@
 """The whole loop on real models (tiny preset), then a re-run that must be all cache hits."""
 import json
-import os
 from pathlib import Path
 
 import duckdb
@@ -8,11 +7,6 @@ import pytest
 
 from distill.demo import make_config, run_demo
 
-
-@pytest.fixture
-def real_cache(monkeypatch):
-    # The machine-wide cache: models convert once per machine (CI points it at an empty dir).
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
 
 
 def test_presets_and_overrides():
@@ -22,7 +16,7 @@ def test_presets_and_overrides():
 
 
 @pytest.mark.slow
-def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, real_cache):
+def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, machine_cache):
     config = make_config("tiny", overrides=[f"out={tmp_path / 'demo'}"])
     first = run_demo(config)
 

@@ -1,6 +1,4 @@
 """Every kind of teacher signal from both real offline teachers into one store (real path)."""
-import os
-from pathlib import Path
 
 import duckdb
 import pytest
@@ -38,8 +36,7 @@ def test_cli_help_names_the_catalog_default(capsys):
 
 
 @pytest.mark.slow
-def test_signals_recipe_writes_all_four_kinds_from_both_teachers(tmp_path, monkeypatch):
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
+def test_signals_recipe_writes_all_four_kinds_from_both_teachers(tmp_path, machine_cache):
     result = run_signals_recipe(tmp_path / "signals", limit=2, max_new_tokens=32)
     con = duckdb.connect(str(tmp_path / "signals" / "store.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM prompts WHERE pool = ?", [DEFAULT_TASK]).fetchone()[0]

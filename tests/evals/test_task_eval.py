@@ -399,13 +399,10 @@ def test_cli_as_a_subprocess_exits_2_and_leaves_the_store_alone(seeded):
 
 
 @pytest.mark.slow
-def test_real_models_on_a_real_catalog_task(tmp_path, monkeypatch):
+def test_real_models_on_a_real_catalog_task(tmp_path, machine_cache):
     """arc_easy: smollm2 student, gemma teacher, cloze scoring, auto signal, rationales; a re-run is free."""
-    import os
-
     from synth.teachers import get_teacher
 
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
     student, teacher = get_teacher("smollm2-135m-instruct"), get_teacher("gemma-3-270m")
     opts = dict(prompt_style="cloze", shots=0, signal="auto", max_teacher_share=0.5, limit=12,
                 kd_baseline=False, resplits=0, rationales=2)

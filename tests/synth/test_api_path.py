@@ -1,5 +1,4 @@
 """The API-teacher path end to end: `distill serve` on loopback, litellm client, CoT stage, CLI."""
-import os
 from pathlib import Path
 
 import pytest
@@ -56,8 +55,7 @@ def test_cli_synth_with_an_api_teacher_never_stores_the_key(tmp_path, rows, tiny
 
 
 @pytest.mark.slow
-def test_real_model_behind_distill_serve_through_litellm(store, pool, monkeypatch):
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
+def test_real_model_behind_distill_serve_through_litellm(store, pool, machine_cache):
     with start_server("smollm2-135m-instruct") as server:
         teacher = get_teacher("api:openai/smollm2-135m-instruct", api_base=server.url, api_key=SECRET)
         generate_traces(store, teacher, pool, CotParams(num_samples=1, max_new_tokens=32), run_id="r", limit=4)

@@ -1,7 +1,5 @@
 """LocalGenerator: fast tests on tiny-random (random weights, so texts are gibberish but
 deterministic); real-model generation is marked slow."""
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -172,14 +170,8 @@ def test_progress_bar_on_stderr(gen, capsys):
 # ---- real models: slow ------------------------------------------------------------------------
 
 
-@pytest.fixture
-def shared_cache(monkeypatch):
-    root = os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill")
-    monkeypatch.setenv("DISTILL_CACHE", root)
-
-
 @pytest.mark.slow
-def test_gemma_completes_few_shot_prompt(shared_cache):
+def test_gemma_completes_few_shot_prompt(machine_cache):
     g = LocalGenerator("gemma-3-270m")
     prompt = "Q: What is the capital of Italy?\nA: Rome\nQ: What is the capital of France?\nA:"
     out = g.generate([prompt, "The capital of France is"], max_new_tokens=12, stop=["\n"])
@@ -190,7 +182,7 @@ def test_gemma_completes_few_shot_prompt(shared_cache):
 
 
 @pytest.mark.slow
-def test_smollm_answers_a_chat_message(shared_cache):
+def test_smollm_answers_a_chat_message(machine_cache):
     g = LocalGenerator("smollm2-135m-instruct")
     out = g.generate([g.render([{"role": "user", "content": "What is the capital of France?"}])], max_new_tokens=24)
     answer = out[0][0]
@@ -268,7 +260,7 @@ def test_continuation_details_batch_falls_back_per_item(gen, monkeypatch):
 
 
 @pytest.mark.slow
-def test_smollm_batched_option_scores_match_per_item(shared_cache):
+def test_smollm_batched_option_scores_match_per_item(machine_cache):
     """Real SmolLM2 in fp32: batched scoring of few-shot prompts of different lengths equals
     scoring each item alone within 1e-4 (per-token log-probs and margins)."""
     g = LocalGenerator("smollm2-135m-instruct")

@@ -1,6 +1,5 @@
 """Model registry: fast tests on tiny-random; real GGUF conversions are marked slow."""
 import json
-import os
 import time
 from pathlib import Path
 
@@ -126,19 +125,11 @@ def test_load_model_is_ready_for_batched_generation(cache):
 # ---- real GGUF models: slow (conversion ~25-60 s each, once per machine) ----------------------
 
 
-@pytest.fixture
-def shared_cache(monkeypatch):
-    """One cache per machine, so the expensive conversion happens once across test runs."""
-    root = os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill")
-    monkeypatch.setenv("DISTILL_CACHE", root)
-    return Path(root)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name,chat", [("gemma-3-270m", False), ("smollm2-135m-instruct", True)])
-def test_real_model_converts_and_reloads_fast(shared_cache, name, chat):
+def test_real_model_converts_and_reloads_fast(machine_cache, name, chat):
     path = model_path(name)  # converts on first use on this machine
-    assert path == shared_cache / "models" / name
+    assert path == machine_cache / "models" / name
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config
     start = time.perf_counter()

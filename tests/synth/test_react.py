@@ -1,6 +1,5 @@
 """ReAct rollouts and BFCL calls through the real engine and store, with a scripted teacher."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -180,8 +179,7 @@ def test_bfcl_calls_on_real_rows(store):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m"])
-def test_real_model_rollouts_are_stored(store, model, monkeypatch):
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
+def test_real_model_rollouts_are_stored(store, model, machine_cache):
     from prompts.pool_file import load_pool_file
     from synth.teachers import get_teacher
     pool = Path(__file__).resolve().parents[2] / "prompts" / "pools" / "arithmetic_word_problems.jsonl"

@@ -10,7 +10,6 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -234,10 +233,9 @@ def test_main_reports_user_errors(capsys):
 
 
 @pytest.mark.slow
-def test_smollm_answers_over_http(monkeypatch):
+def test_smollm_answers_over_http(machine_cache):
     from openai import OpenAI
 
-    monkeypatch.setenv("DISTILL_CACHE", os.environ.get("DISTILL_CACHE") or str(Path.home() / ".cache" / "distill"))
     with start_server("smollm2-135m-instruct") as server:
         client = OpenAI(base_url=server.url, api_key="sk-test", max_retries=0)
         out = client.chat.completions.create(
