@@ -65,10 +65,11 @@ def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAU
         store.add_prompts(load_task(str(ARITHMETIC_POOL)), "arithmetic", run_id)
         for t in models:
             results[f"react {t.name}"] = react.generate_trajectories(store, t, "arithmetic", run_id, max_steps=3,
-                                                                     limit=limit)
+                                                                     max_new_tokens=max_new_tokens, limit=limit)
         store.add_prompts(load_task("bfcl:simple"), "bfcl-simple", run_id)
         for t in models:
-            results[f"bfcl {t.name}"] = react.generate_bfcl_calls(store, t, "bfcl-simple", run_id, limit=limit)
+            results[f"bfcl {t.name}"] = react.generate_bfcl_calls(store, t, "bfcl-simple", run_id,
+                                                                  max_new_tokens=max_new_tokens, limit=limit)
 
         from curation.verify import verify_tool_samples
         results["verify tools"] = {p: verify_tool_samples(store, p, run_id) for p in ("arithmetic", "bfcl-simple")}
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", default=DEFAULT_TASK,
                         help="a task from `distill data list` or a labelled file (default: %(default)s)")
     parser.add_argument("--limit", type=int, default=4, help="prompts per stage")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=48,
+                        help="token budget of every model call: traces, critiques, ReAct steps, BFCL calls")
     args = parser.parse_args(argv)
     result = run_signals_recipe(args.out, args.task, limit=args.limit, max_new_tokens=args.max_new_tokens)
     print(json.dumps(result, indent=1, default=str), file=sys.stdout)

@@ -37,7 +37,7 @@ def test_cli_help_names_the_catalog_default(capsys):
 
 @pytest.mark.slow
 def test_signals_recipe_writes_all_four_kinds_from_both_teachers(tmp_path, machine_cache):
-    result = run_signals_recipe(tmp_path / "signals", limit=2, max_new_tokens=32)
+    result = run_signals_recipe(tmp_path / "signals", limit=2, max_new_tokens=24)
     con = duckdb.connect(str(tmp_path / "signals" / "store.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM prompts WHERE pool = ?", [DEFAULT_TASK]).fetchone()[0]
     by_kind = dict(con.execute("SELECT kind, count(DISTINCT teacher) FROM samples GROUP BY 1").fetchall())
