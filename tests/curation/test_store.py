@@ -24,6 +24,18 @@ def test_prompts_round_trip_and_ignore_duplicates(store, rows):
     assert {r.split for r in store.prompts("p", split="test")} == {"test"}
 
 
+def test_prompts_in_one_batch_keep_the_first_of_a_repeated_id_and_leave_stored_rows_alone(store, rows):
+    import dataclasses
+
+    store.add_prompts(rows[:1], "p")
+    edited = dataclasses.replace(rows[0], input="changed")
+    repeated = dataclasses.replace(rows[1], input="second copy")
+    assert store.add_prompts([edited, rows[1], repeated, rows[2]], "p") == 2
+    back = {r.id: r for r in store.prompts("p")}
+    assert back[rows[0].id].input == rows[0].input and back[rows[1].id].input == rows[1].input
+    assert back[rows[2].id].meta == rows[2].meta and back[rows[2].id].gold == rows[2].gold
+
+
 def test_unwritable_store_path_is_a_clear_error(tmp_path):
     # A regular file where a directory should be: fails even for root, unlike chmod.
     blocker = tmp_path / "blocker"
