@@ -62,7 +62,7 @@ PRESETS = {
     "default": {},
     "fast": dict(trace_prompts=4, label_prompts=48, eval_prompts=40, max_new_tokens=32, out="runs/demo-fast"),
     "tiny": dict(trace_prompts=2, label_prompts=8, eval_prompts=10, max_new_tokens=24, samples=2,
-                 sft_batch_size=4, out="runs/demo-tiny"),
+                 sft_batch_size=8, out="runs/demo-tiny"),
 }
 
 
