@@ -1,7 +1,7 @@
 """Helpers of bench/train_throughput.py: models, varlen attention, synthetic data, one timed TRL run.
 
 Nothing here downloads anything: the models are random-init from configs written below, the
-tokenizer is synth.tiny's in-memory BPE (it only supplies pad/eos ids and tokenizes the DPO and
+tokenizer is clients.tiny's in-memory BPE (it only supplies pad/eos ids and tokenizes the DPO and
 on-policy text; SFT data is pre-tokenized ids over the model's own vocabulary).
 """
 from __future__ import annotations

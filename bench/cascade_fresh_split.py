@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from curation.store import Store  # noqa: E402
+from store.store import Store  # noqa: E402
 from evals.analysis import analyse  # noqa: E402
 from evals.scoring import answer_items  # noqa: E402
 from evals.task_eval import load_task_pool  # noqa: E402
-from synth.teachers import get_teacher  # noqa: E402
+from clients.teachers import get_teacher  # noqa: E402
 
 
 def main() -> None:

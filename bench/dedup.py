@@ -174,7 +174,7 @@ def run_store(texts: list[str], p: MinHashParams) -> dict:
     import tempfile
 
     from curation.dedup import DedupParams, dedup_samples
-    from curation.store import Store
+    from store.store import Store
     from prompts.rows import PromptRow
 
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "bench.duckdb") as store:

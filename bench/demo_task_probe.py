@@ -3,7 +3,7 @@
 Measured on TRAIN rows only (the real calibration/test splits are never scored): the train
 rows of a task are cut into a pseudo-calibration and a pseudo-test half (by a second hash),
 the few-shot exemplars come from the other train rows, and the real product code does the
-rest: `evals.scoring.answer_items` through a `curation.store.Store` (runs/probe/probe.duckdb,
+rest: `evals.scoring.answer_items` through a `store.store.Store` (runs/probe/probe.duckdb,
 so a re-run makes no model call) and `evals.analysis.analyse` for the cascade vs random
 routing at the same teacher share.
 
@@ -36,13 +36,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from curation.store import Store  # noqa: E402
+from store.store import Store  # noqa: E402
+from core.stats import bootstrap_ci
 from evals import metrics  # noqa: E402
 from evals.analysis import analyse  # noqa: E402
 from evals.committee import committee_predictions  # noqa: E402
 from evals.scoring import SCORE_PARAMS, answer_items, exemplar_sets, mc_prompt  # noqa: E402
 from prompts.rows import PromptRow, split_for, stable_id  # noqa: E402
-from synth.engine import request_key  # noqa: E402
+from engine.jobs import request_key  # noqa: E402
 
 STUDENT, TEACHER = "smollm2-135m-instruct", "gemma-3-270m"
 COMMITTEE = "committee(smollm2+gemma)"
@@ -158,7 +159,7 @@ def _gain_at_share(s_ok, t_ok, conf, share, seed=0):
         esc = np.zeros(a.size, dtype=bool)
         esc[np.argsort(c, kind="stable")[:k]] = True
         return float(np.where(esc, b, a).mean() - ((1 - k / a.size) * a.mean() + k / a.size * b.mean()))
-    v, lo, hi = metrics.bootstrap_ci(fn, s_ok.astype(float), t_ok.astype(float), conf, n=500, seed=seed)
+    v, lo, hi = bootstrap_ci(fn, s_ok.astype(float), t_ok.astype(float), conf, n=500, seed=seed)
     return {"value": round(v, 4), "ci_low": round(lo, 4), "ci_high": round(hi, 4)}
 
 
@@ -251,7 +252,7 @@ def main() -> None:
         return
     import torch
     torch.set_num_threads(args.threads)
-    from synth.teachers import get_teacher
+    from clients.teachers import get_teacher
     models = {STUDENT: get_teacher(STUDENT), TEACHER: get_teacher(TEACHER)}
     shares = [float(s) for s in args.shares.split(",")]
     with Store(STORE) as store:

@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curation.store import Store  # noqa: E402
-from evals.metrics import bootstrap_ci  # noqa: E402
+from store.store import Store  # noqa: E402
+from core.stats import bootstrap_ci  # noqa: E402
 from prompts.data import load_task  # noqa: E402
 
 # Default task: asdiv (installs with the data wheels). RESULTS.md's runs used the BIG-bench task above;
@@ -43,7 +43,7 @@ def user_turn(question: str) -> str:
 
 
 def answers(model: str, questions: list[str], max_new_tokens: int = 16) -> list[str]:
-    from synth.local import LocalGenerator
+    from clients.local import LocalGenerator
 
     gen = LocalGenerator(model)
     prompts = [gen.render([{"role": "user", "content": user_turn(q)}]) for q in questions]

@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from evals.scoring import exemplar_sets, mc_prompt  # noqa: E402
 from evals.signals import choice_features  # noqa: E402
 from prompts.data import load_task  # noqa: E402
-from synth.teachers import get_teacher  # noqa: E402
+from clients.teachers import get_teacher  # noqa: E402
 
 
 def build_items(questions: int, seed: int = 0) -> list[tuple[str, list[str]]]:

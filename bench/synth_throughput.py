@@ -2,7 +2,7 @@
 
 The server (`distill serve --model echo`, its own process) answers every request after a fixed
 latency L. With at most C requests in flight no client can beat C/L requests/s, so each run is
-reported as a share of C/L. Ours is `synth.api_engine.run_api_requests` writing every result to a
+reported as a share of C/L. Ours is `engine.api_engine.run_api_requests` writing every result to a
 real DuckDB store, as a stage does; Curator is `curator.LLM` (backend "openai") run by its own
 venv's python. Each run gets a fresh server and times the engine call alone (imports excluded).
 
@@ -38,7 +38,7 @@ class Server:
     """`distill serve --model echo --latency L` on a free loopback port, in a child process."""
 
     def __init__(self, latency: float) -> None:
-        code = "import sys; from synth.serve import main; sys.exit(main())"
+        code = "import sys; from serve.cli import main; sys.exit(main())"
         self.proc = subprocess.Popen(
             [sys.executable, "-c", code, "--model", "echo", "--latency", str(latency), "--port", "0"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -58,10 +58,10 @@ class Server:
 
 
 def run_ours(url: str, n: int, c: int, via_litellm: bool = False) -> dict:
-    from curation.store import Store
-    from synth.api import ApiTeacher
-    from synth.api_engine import RunStats, run_api_requests
-    from synth.engine import GenParams, Job
+    from store.store import Store
+    from clients.api import ApiTeacher
+    from engine.api_engine import RunStats, run_api_requests
+    from engine.jobs import GenParams, Job
 
     class ViaLitellm(ApiTeacher):  # the route every named provider takes: litellm.acompletion per call
         direct = False

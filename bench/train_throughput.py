@@ -199,7 +199,7 @@ def main() -> int:
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    from synth.tiny import build_tokenizer
+    from clients.tiny import build_tokenizer
 
     scale = SMOKE_SCALE if args.cpu_smoke else GPU_SCALE
     steps = args.steps or (3 if args.cpu_smoke else 30)

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 
-from curation.export import student_row
-from curation.store import Store
+from prompts.rows import student_row
+from store.store import Store
 from curation.verify import VERIFIER, verify
 from prompts.templates import render, template_hash, template_source
 from synth.cot import STOP, parse_trace
-from synth.engine import GenParams, Job, keys_for, run_requests
-from synth.local import Generation
-from synth.teachers import Teacher, get_teacher
+from engine.jobs import GenParams, Job, keys_for
+from engine.engine import run_requests
+from clients.types import Generation
+from clients.teachers import Teacher, get_teacher
 
 TEMPLATE = "aggregate.j2"
 

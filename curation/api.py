@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from curation.store import Store
+from store.store import Store
 
 
 class Curation:
@@ -25,18 +25,14 @@ class Curation:
         self.store = store if isinstance(store, Store) else Store(store)
         self.pool = pool
         if not self.store.count("prompts", "pool = ?", [pool]):
-            from distill.errors import DistillError
+            from core.errors import DistillError
             raise DistillError(f"pool '{pool}' is empty in {self.store.path}: load it with `distill data load`")
 
     def _run(self, stage: str, config: dict, fn: Any) -> dict:
-        run_id = self.store.start_run(stage, dict(config, pool=self.pool))
-        try:
-            result = fn(run_id)
-        except BaseException:
-            self.store.finish_run(run_id, status="failed")
-            raise
-        self.store.finish_run(run_id)
-        return result
+        from store.runs import recorded_run
+
+        with recorded_run(self.store, stage, dict(config, pool=self.pool)) as run:
+            return fn(run.run_id)
 
     # -- stages ---------------------------------------------------------------------------
     def verify(self, *verifiers: str) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 
 from curation.minhash import normalise
-from curation.store import Store
+from store.store import Store
 
 VERIFIER = "decontam"
 NGRAM = 13

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from curation.minhash import MinHashParams, band_hashes, normalise, signatures
-from curation.store import Store
+from store.store import Store
 from curation.verify import VERIFIER
 
 TEXT_KINDS = ("cot", "revision", "aggregate", "tool_trajectory", "tool_call", "critique")

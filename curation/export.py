@@ -19,9 +19,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from curation.store import Store, git_sha
-from distill.errors import DistillError
-from prompts.rows import PromptRow
+from store.store import Store, git_sha
+from core.errors import DistillError
+from prompts.rows import PromptRow, student_row
 from prompts.templates import render
 
 KINDS = ("sft", "dpo", "prompt", "tools")
@@ -34,12 +34,6 @@ def student_user_turn(row: PromptRow, reasoning: bool = True) -> str:
 
 def assistant_turn(reasoning: str, answer: str) -> str:
     return f"Reasoning: {reasoning}\nAnswer: {answer}"
-
-
-def student_row(db_row: dict) -> PromptRow:
-    """A prompt row rebuilt from a joined store row (input + choices are all the student sees)."""
-    return PromptRow(id=db_row["prompt_id"], source="", task="", input=db_row["input"], gold="", split="train",
-                     choices=json.loads(db_row["choices"]) if db_row["choices"] else None)
 
 
 def _completion(reasoning: str | None, answer: str | None, with_reasoning: bool = True) -> list[dict]:

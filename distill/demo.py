@@ -14,7 +14,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from distill.errors import DistillError
+from core.errors import DistillError
+from store.runs import recorded_run
 
 
 @dataclass
@@ -118,17 +119,12 @@ class StageClock:
         self.store, self.timings = store, {}
 
     def run(self, stage: str, config: dict, fn):
-        run_id = self.store.start_run(stage, config)
-        began = time.perf_counter()
         print(f"\n== {stage} ==", file=sys.stderr, flush=True)
-        try:
-            result = fn(run_id)
-        except BaseException:
-            self.store.finish_run(run_id, "failed", {"seconds": time.perf_counter() - began})
-            raise
+        began = time.perf_counter()
+        with recorded_run(self.store, stage, config) as run:
+            result = fn(run.run_id)
         seconds = time.perf_counter() - began
         self.timings[stage] = round(self.timings.get(stage, 0.0) + seconds, 1)
-        self.store.finish_run(run_id, "done", {"seconds": seconds})
         print(f"   {stage}: {seconds:.1f}s  {json.dumps(result, default=str)[:300]}", file=sys.stderr, flush=True)
         return result
 
@@ -137,7 +133,7 @@ def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns the timings, stage results and the report path."""
     from curation.dedup import dedup_samples
     from curation.purify import METHOD, select_traces
-    from curation.store import Store
+    from store.store import Store
     from curation.verify import VERIFIER, verify_samples
     from distill.demo_sections import demo_sections
     from distill.distill_data import build_sft_data
@@ -145,8 +141,8 @@ def run_demo(config: DemoConfig) -> dict:
     from evals.task_eval import evaluate_task, load_task_pool
     from prompts.data import load_task
     from synth.cot import CotParams, generate_traces
-    from synth.models import model_path
-    from synth.teachers import get_teacher
+    from clients.models import model_path
+    from clients.teachers import get_teacher
     from train.sft import SFTSettings, train_sft
 
     # Resolve every model, option and the task before the store is touched: bad input leaves it unchanged.
@@ -157,9 +153,8 @@ def run_demo(config: DemoConfig) -> dict:
     out = Path(config.out)
     began = time.perf_counter()
     results: dict[str, object] = {}
-    with Store(config.store) as store:
+    with Store(config.store) as store, recorded_run(store, "demo", asdict(config)) as demo:
         clock = StageClock(store)
-        demo_run = store.start_run("demo", asdict(config))
         pool = clock.run("data", {"task": config.task}, lambda run_id: load_task_pool(store, config.task, run_id))
         results["data"] = {"pool": pool, "splits": {s: sum(r.split == s for r in rows)
                                                     for s in ("train", "calibration", "test")}}
@@ -204,12 +199,12 @@ def run_demo(config: DemoConfig) -> dict:
         timings = dict(clock.timings, total=round(time.perf_counter() - began, 1))
         # The report's own sections (data, funnel, training, savings, timings) are known only now:
         # write the report once more with them, from the same result.
-        from evals.report_cascade import write_cascade_report
+        from evals.report import write_cascade_report
         why = DEFAULT_TASK_WHY if config.task == DemoConfig.task else "chosen by the user (`--set task=...`)."
         sections = demo_sections(config, results, trained, evaluated["result"], timings, why)
         report = write_cascade_report(evaluated["result"], out / "report", f"Distillation demo: {config.task}",
                                       sections)
-        store.finish_run(demo_run, "done", timings)
+        demo.timings.update(timings)
     return {"timings": timings, "report": str(report), "results": results, "eval": evaluated["result"]}
 
 

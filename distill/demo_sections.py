@@ -1,18 +1,18 @@
 """The demo's own report sections: data, curation funnel, distillation, savings, timings.
 
 Everything else in the report (rows with intervals, cascade vs random, plots) is the
-cascade evaluator's report (evals.report_cascade); these sections only add what the demo
+cascade evaluator's report (evals.report); these sections only add what the demo
 alone knows, read from its stage results.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from evals.report import _pct
+from evals.formatting import pct
 
 
 def _acc(row: dict) -> str:
-    return f"{_pct(row.get('accuracy'))} [{_pct(row.get('ci_low'))}, {_pct(row.get('ci_high'))}]"
+    return f"{pct(row.get('accuracy'))} [{pct(row.get('ci_low'))}, {pct(row.get('ci_high'))}]"
 
 
 def _row(result: dict, role: str) -> dict:
@@ -64,7 +64,7 @@ def savings_text(result: dict) -> str:
     verdict = ("**beat** random routing at the same teacher share" if low is not None and low > 0 else
                "did **not** beat random routing at the same teacher share (the interval includes or is below zero)")
     lines = [f"Against teacher-only (`{result.get('cascade_teacher')}` answering everything, {_acc(teacher)}), the "
-             f"cascade of the distilled student ({_acc(casc)}) sends {_pct(share)} of queries to the teacher: it saves "
+             f"cascade of the distilled student ({_acc(casc)}) sends {pct(share)} of queries to the teacher: it saves "
              f"{saved_calls:,.0f} teacher calls per 1,000 queries{cost}. It {verdict}: "
              f"{100 * (diff or 0):+.1f} points, 95% CI [{100 * (low or 0):+.1f}, {100 * (high or 0):+.1f}]."]
     for name, base in (result.get("baseline_cascades") or {}).items():
@@ -77,7 +77,7 @@ def savings_text(result: dict) -> str:
             b_cost = (f" and ${b_teacher['cost_per_1k_usd'] - b_casc['cost_per_1k_usd']:,.4f} of "
                       f"${b_teacher['cost_per_1k_usd']:,.4f}")
         lines.append(f"Before distillation, the cascade of `{name}` ({_acc(b_casc)}) against teacher-only "
-                     f"(`{base.get('cascade_teacher')}`, {_acc(b_teacher)}) sends {_pct(b_share)} of queries to the "
+                     f"(`{base.get('cascade_teacher')}`, {_acc(b_teacher)}) sends {pct(b_share)} of queries to the "
                      f"teacher: it saves {1000 * (1 - b_share):,.0f} teacher calls{b_cost} per 1,000 queries.")
     return "\n\n".join(lines)
 
@@ -85,7 +85,7 @@ def savings_text(result: dict) -> str:
 def _cascade_line(label: str, cvr: dict, curve: dict) -> str:
     low, high, diff = cvr.get("ci_low"), cvr.get("ci_high"), cvr.get("difference")
     beat = "**beats**" if low is not None and low > 0 else "does **not** beat"
-    return (f"- {label}: {beat} random routing at the same teacher share ({_pct(cvr.get('teacher_share'))} "
+    return (f"- {label}: {beat} random routing at the same teacher share ({pct(cvr.get('teacher_share'))} "
             f"teacher calls): {100 * (diff or 0):+.1f} points, 95% CI [{100 * (low or 0):+.1f}, "
             f"{100 * (high or 0):+.1f}]; averaged over every teacher share {100 * (curve.get('value') or 0):+.1f} "
             f"[{100 * (curve.get('ci_low') or 0):+.1f}, {100 * (curve.get('ci_high') or 0):+.1f}].")

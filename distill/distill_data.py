@@ -20,10 +20,10 @@ from collections import Counter
 from pathlib import Path
 
 from curation.purify import METHOD
-from curation.store import Store
+from store.store import Store
 from evals.committee import can_form_committee, committee_name, committee_predictions
 from evals.scoring import answer_items, exemplar_sets, mc_prompt
-from synth.teachers import Teacher
+from clients.teachers import Teacher
 
 
 def _label_rows(store: Store, pool: str, exemplars: list, limit: int | None) -> list:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 DEFAULT_TEACHERS = ("gemma-3-270m", "smollm2-135m-instruct")
@@ -28,13 +27,15 @@ ARITHMETIC_POOL = Path(__file__).resolve().parents[1] / "prompts" / "pools" / "a
 
 def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAULT_TEACHERS,
                        limit: int = 4, samples: int = 2, max_new_tokens: int = 48) -> dict:
-    from curation.store import Store
+    from store.runs import recorded_run
+    from store.store import Store
     from curation.verify import verify_samples
     from prompts.data import load_task
-    from synth import critique, expand, preferences, react
+    from curation import pairs
+    from synth import critique, expand, react
     from synth.cot import CotParams, generate_traces
-    from synth.models import model_path
-    from synth.teachers import get_teacher
+    from clients.models import model_path
+    from clients.teachers import get_teacher
 
     for name in teachers:
         model_path(name)
@@ -42,9 +43,9 @@ def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAU
     out = Path(out)
     pool = task.split(":")[-1]
     results: dict[str, object] = {}
-    began = time.perf_counter()
-    with Store(out / "store.duckdb") as store:
-        run_id = store.start_run("recipe-signals", {"task": task, "teachers": list(teachers), "limit": limit})
+    config = {"task": task, "teachers": list(teachers), "limit": limit}
+    with Store(out / "store.duckdb") as store, recorded_run(store, "recipe-signals", config) as run:
+        run_id = run.run_id
         store.add_prompts(rows, pool, run_id)
         models = [get_teacher(n) for n in teachers]
         cot = CotParams(num_samples=samples, max_new_tokens=max_new_tokens)
@@ -59,7 +60,7 @@ def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAU
         results["judge pairs"] = critique.judge_pairs(store, critic, pool, run_id, limit=limit)
         for strategy, kw in (("verified", {}), ("teacher_vs_student", {"student": teachers[-1]}),
                              ("best_vs_worst", {"score_prefix": "judge:"})):
-            results[f"pairs {strategy}"] = preferences.build_pairs(store, pool, run_id, strategy, **kw)
+            results[f"pairs {strategy}"] = pairs.build_pairs(store, pool, run_id, strategy, **kw)
         results["expand"] = expand.expand_prompts(store, models[-1], pool, run_id, count=limit)
 
         store.add_prompts(load_task(str(ARITHMETIC_POOL)), "arithmetic", run_id)
@@ -76,7 +77,6 @@ def run_signals_recipe(out: str | Path, task: str = DEFAULT_TASK, teachers=DEFAU
         results["exports"] = _exports(store, pool, out)
         results["samples by kind"] = store.counts_by("samples", "kind", ", count(answer) AS answered")
         results["pairs by strategy"] = {k: v["n"] for k, v in store.counts_by("pairs", "strategy").items()}
-        store.finish_run(run_id, "done", {"seconds": round(time.perf_counter() - began, 1)})
     return results
 
 
@@ -85,8 +85,8 @@ def _exports(store, pool: str, out: Path) -> dict:
     from curation.export import export_sft, export_trajectories
     from curation.purify import select_traces
     from curation.dedup import dedup_samples
-    from distill.errors import DistillError
-    from synth.preferences import export_pairs
+    from core.errors import DistillError
+    from curation.pairs import export_pairs
 
     done: dict[str, object] = {}
     dedup_samples(store, pool, "export")

@@ -11,7 +11,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from distill.errors import DistillError
+from core.errors import DistillError
+from core.stats import bootstrap_ci
 from evals import metrics
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, evaluate, jsonable
@@ -83,7 +84,7 @@ def check_signal(signal: str, preds: list[dict]) -> None:
 
 
 def _with_ci(fn, *arrays, seed: int) -> dict:
-    value, low, high = metrics.bootstrap_ci(fn, *arrays, n=500, seed=seed)
+    value, low, high = bootstrap_ci(fn, *arrays, n=500, seed=seed)
     return {"value": value, "ci_low": low, "ci_high": high}
 
 
@@ -148,7 +149,7 @@ def _chain(calib: dict[str, list[dict]], test: dict[str, list[dict]], models: li
                         thresholds)
     n, tokens = out["correct"].size, arrays(test, "tokens")
     paid = [np.where(out["answered_by"] >= i, tokens[i], 0) for i in range(len(models))]
-    acc, low, high = metrics.bootstrap_ci(np.mean, out["correct"].astype(float), seed=seed)
+    acc, low, high = bootstrap_ci(np.mean, out["correct"].astype(float), seed=seed)
     row = {"model": "chain: " + " -> ".join(models), "role": "chain", "accuracy": acc, "ci_low": low,
            "ci_high": high, "teacher_share": out["beyond_first"],
            "teacher_tokens_per_1k": 1000 * sum(p.sum() for p in paid[1:]) / n,

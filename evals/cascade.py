@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from core.stats import bootstrap_ci
 from evals import metrics
 
 
@@ -205,7 +206,7 @@ def _row(model: str, role: str, per_item: np.ndarray, share: float, teacher_toke
          tokens: float, seed: int) -> dict:
     """One table row; accuracy CI by bootstrap over test items."""
     n = per_item.size
-    acc, low, high = metrics.bootstrap_ci(np.mean, per_item.astype(float), seed=seed)
+    acc, low, high = bootstrap_ci(np.mean, per_item.astype(float), seed=seed)
     return {"model": model, "role": role, "accuracy": acc, "ci_low": low, "ci_high": high,
             "teacher_share": share, "teacher_tokens_per_1k": 1000 * teacher_tokens / n,
             "tokens_per_1k": 1000 * tokens / n, "n": n}
@@ -261,7 +262,7 @@ def evaluate(
         _row("oracle routing", "oracle", s.correct | t.correct, orc["teacher_share"],
              orc["teacher_tokens"], orc["tokens"], seed),
     ]
-    diff = metrics.bootstrap_ci(lambda a, b: float(np.mean(a - b)),
+    diff = bootstrap_ci(lambda a, b: float(np.mean(a - b)),
                                 out["correct"].astype(float), rand, seed=seed)
     curve = cascade_curve(s, t)
     result = {

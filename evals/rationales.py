@@ -12,11 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from curation.embed import embed_texts
-from curation.store import Store
-from evals.metrics import bootstrap_ci
+from store.store import Store
+from core.stats import bootstrap_ci
 from prompts.rows import PromptRow
-from synth.engine import GenParams, Job, request_key, run_requests
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job, request_key
+from engine.engine import run_requests
+from clients.teachers import Teacher
 
 RATIONALE_PARAMS = GenParams(max_new_tokens=48, stop=("\n",))
 # The prompt ends inside the explanation: a base model asked for "Explanation:" often ends

@@ -26,9 +26,9 @@ import time
 
 from tqdm.auto import tqdm
 
-from curation.store import Store
+from store.store import Store
 from curation.verify import answers_match
-from distill.errors import DistillError
+from core.errors import DistillError
 from evals.signals import (
     DEBIAS,
     PROMPT_STYLES,
@@ -38,9 +38,10 @@ from evals.signals import (
     token_features,
 )
 from prompts.rows import PromptRow
-from synth.engine import GenParams, Job, request_key, run_requests
-from synth.local import scoring_order
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job, request_key
+from engine.engine import run_requests
+from clients.local_scoring import scoring_order
+from clients.teachers import Teacher
 
 SCORE_PARAMS = GenParams(max_new_tokens=0)
 CONTENT_FREE = ("N/A", "", "[MASK]")  # the content-free inputs of Zhao et al. 2021

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.store import Store
-from distill.errors import DistillError
+from store.store import Store
+from core.errors import DistillError
 from evals.analysis import analyse
 from evals.calibrate import METHODS
 from evals.committee import can_form_committee, committee_name, committee_predictions
-from evals.metrics import bootstrap_ci
-from evals.report_cascade import write_cascade_report
+from core.stats import bootstrap_ci
+from evals.report import write_cascade_report
 from evals.resplit import resplit_hold_rate
 from evals.scoring import answer_items, check_scoring_options, exemplar_sets
 from evals.signals import SIGNALS
 from prompts.data import load_task
 from prompts.rows import PromptRow
-from synth.teachers import Teacher
+from clients.teachers import Teacher
 
 MAX_LABELS = 30  # a file without a choices column is a classification task up to this many labels
 

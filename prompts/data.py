@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.bfcl import bfcl_categories, load_bfcl
 from prompts.bigbench import (
     bigbench_available,
@@ -20,7 +20,8 @@ from prompts.bigbench import (
     fetch_bigbench,
     load_bigbench,
 )
-from prompts.catalog import catalog, load_catalog_task, unknown_task
+from prompts.catalog import catalog, load_catalog_task
+from prompts.wheels import unknown_task
 from prompts.champ import load_champ
 from prompts.humaneval import load_humaneval
 from prompts.pool_file import FORMATS, load_pool_file

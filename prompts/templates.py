@@ -8,7 +8,7 @@ from pathlib import Path
 
 import jinja2
 
-from distill.errors import DistillError
+from core.errors import DistillError
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 INCLUDE_RE = re.compile(r"include\s+[\"']([^\"']+)[\"']")

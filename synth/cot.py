@@ -11,13 +11,14 @@ import random
 import re
 from dataclasses import dataclass
 
-from curation.store import Store
-from distill.errors import DistillError
+from store.store import Store
+from core.errors import DistillError
 from prompts.rows import PromptRow
 from prompts.templates import render, template_hash, template_source
-from synth.engine import GenParams, Job, run_requests
-from synth.local import Generation
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job
+from engine.engine import run_requests
+from clients.types import Generation
+from clients.teachers import Teacher
 
 ANSWER_RE = re.compile(r"answer\s*(?:is)?\s*[:\-]\s*(.+)", re.IGNORECASE)
 # Base models continue few-shot text with a new "Question:"; cut there.

@@ -15,14 +15,15 @@ import json
 import math
 import re
 
-from curation.export import student_row
-from curation.store import Store
+from store.store import Store
+from prompts.rows import student_row
 from prompts.templates import render, template_hash
 from synth.cot import STOP, parse_trace
-from synth.engine import GenParams, Job, keys_for, run_requests
-from synth.local import Generation
-from synth.preferences import TRACE_KINDS, make_pair
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job, keys_for
+from engine.engine import run_requests
+from clients.types import Generation
+from store.records import TRACE_KINDS, make_pair
+from clients.teachers import Teacher
 
 ASPECTS = ("helpfulness", "honesty", "instruction following", "truthfulness")
 VERDICT_RE = re.compile(r"verdict\s*:\s*(correct|incorrect)", re.IGNORECASE)

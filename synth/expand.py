@@ -11,13 +11,14 @@ import json
 import random
 import re
 
-from curation.store import Store
-from distill.errors import DistillError
+from store.store import Store
+from core.errors import DistillError
 from prompts.rows import PromptRow, stable_id
 from prompts.templates import render, template_hash
-from synth.engine import GenParams, Job, run_requests
-from synth.local import Generation
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job
+from engine.engine import run_requests
+from clients.types import Generation
+from clients.teachers import Teacher
 
 METHODS = ("self_instruct", "evolve")
 

@@ -14,13 +14,14 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from curation.store import Store
-from distill.errors import DistillError
+from store.store import Store
+from core.errors import DistillError
 from prompts.rows import PromptRow
 from prompts.templates import render, template_hash, template_source
-from synth.engine import GenParams, Job, request_key, run_requests
-from synth.local import Generation
-from synth.teachers import Teacher
+from engine.jobs import GenParams, Job, request_key
+from engine.engine import run_requests
+from clients.types import Generation
+from clients.teachers import Teacher
 from synth.tools import DEFAULT_TOOLS, Tool, check_call_against_schema
 
 # The model must not write the observation itself: cut there (and at a new question).

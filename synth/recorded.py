@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import re
 
-from curation.store import Store
-from distill.errors import DistillError
-from synth.engine import GenParams, request_key
+from store.store import Store
+from core.errors import DistillError
+from engine.jobs import GenParams, request_key
 
 
 def teacher_name(model: str) -> str:

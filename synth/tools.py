@@ -87,11 +87,11 @@ def calculator(expression: str) -> str:
         return f"error: {err}"
 
 
-# ---- python sandbox (curation/sandbox.py: what it blocks and what it is not) ------------
+# ---- python sandbox (synth/sandbox.py: what it blocks and what it is not) ------------
 
 def python_sandbox(code: str, timeout_s: float = 5, memory_mb: int = 256) -> str:
-    """Run Python `code` in the sandbox of curation/sandbox.py; returns stdout (+ stderr tail) or an error."""
-    from curation.sandbox import TAIL_CHARS, run_python
+    """Run Python `code` in the sandbox of synth/sandbox.py; returns stdout (+ stderr tail) or an error."""
+    from synth.sandbox import TAIL_CHARS, run_python
 
     result = run_python(code, timeout_s=timeout_s, memory_mb=memory_mb)
     if result.status in ("timeout", "memory"):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.store import Store
+from store.store import Store
 from prompts.rows import PromptRow, split_for, stable_id
 
 QUESTIONS = [

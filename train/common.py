@@ -1,40 +1,15 @@
-"""What every training entry point shares: settings flags, the cached result dir, the CLI error line,
-and the run record in the store."""
+"""What every training entry point shares: the cached result dir, the data reader, the tokenizer,
+and the run record in the store. Flags live in train/cli.py."""
 from __future__ import annotations
 
-import argparse
+import hashlib
 import json
-import os
-import re
 import shutil
-import sys
-import time
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from distill.errors import DistillError
-
-
-def add_settings(parser: argparse.ArgumentParser, settings_cls: type) -> None:
-    """One `--flag` per settings field, typed and defaulted from the dataclass."""
-    for name, value in asdict(settings_cls()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
-
-
-def trainer_parser(doc: str, data_help: str, output_default: str) -> argparse.ArgumentParser:
-    """The flags every TRL-trainer script shares: --data, --student, --output, --store."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help=data_help)
-    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
-    parser.add_argument("--output", default=output_default, help="where checkpoints and the model go")
-    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
-    return parser
-
-
-def settings_from(args: argparse.Namespace, settings_cls: type) -> Any:
-    return settings_cls(**{f.name: getattr(args, f.name) for f in fields(settings_cls)})
+from core.errors import DistillError
 
 
 def cached_summary(final_dir: Path) -> dict | None:
@@ -50,15 +25,6 @@ def publish(tmp_dir: Path, final_dir: Path, summary: dict) -> dict:
         shutil.rmtree(final_dir)
     tmp_dir.replace(final_dir)
     return dict(summary, cached=False)
-
-
-def run_script(main: Callable[[], None]) -> None:
-    """`python -m train.x`: a user mistake is one `error:` line and exit code 2, as in `distill`."""
-    try:
-        main()
-    except DistillError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def read_records(data: Path, missing_hint: str) -> list[tuple[str, dict]]:
@@ -88,7 +54,7 @@ def training_tokenizer(student: str):
     """(model dir, tokenizer padded on the right with a pad token) of a registry name, path or HF id."""
     from transformers import AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
 
     model_dir = model_path(student)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -96,26 +62,6 @@ def training_tokenizer(student: str):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model_dir, tokenizer
-
-
-# A run's config is readable by anyone with the store: drop what looks like a credential. Names
-# cannot tell a tokenizer's pad_token from a hub_token, so every `*_token` key goes.
-SECRET_KEY = re.compile(r"(^|_)(api_?key|secret|password|passwd|credentials?|token|auth)($|_)", re.IGNORECASE)
-SECRET_VALUE = re.compile(r"^(sk-|hf_|ghp_|github_pat_|xox[abp]-)[A-Za-z0-9_-]{16,}$")
-
-
-def public_config(value: Any) -> Any:
-    """`value` (dicts and lists, nested) without secret-looking keys or provider-key-shaped strings."""
-    if isinstance(value, dict):
-        return {k: public_config(v) for k, v in value.items()
-                if not SECRET_KEY.search(str(k)) and not _secret_value(v)}
-    if isinstance(value, (list, tuple)):
-        return [public_config(v) for v in value if not _secret_value(v)]
-    return value
-
-
-def _secret_value(value: Any) -> bool:
-    return isinstance(value, str) and bool(SECRET_VALUE.match(value))
 
 
 def checkpoint_root(final_dir: str | Path) -> Path:
@@ -133,55 +79,17 @@ def checkpoint_dirs(final_dir: str | Path) -> list[str]:
     return [str(p) for p in sorted(saved, key=lambda p: (len(p.name), p.name))] + [str(final_dir)]
 
 
-def is_main_process() -> bool:
-    """False in the 2nd.. processes of `accelerate launch` / torchrun (they set RANK)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-@dataclass
-class TrainingRun:
-    """What a training command records: its config (trainers add the config they resolve) and,
-    once it succeeds, its summary (`cached: True` in it marks a reused result)."""
-    config: dict
-    run_id: str | None = None
-    summary: dict = field(default_factory=dict)
-
-    def add_config(self, **parts: Any) -> None:
-        self.config.update(public_config(parts))
-
-
-@contextmanager
-def recorded_run(store_path: str | Path | None, stage: str, config: dict) -> Iterator[TrainingRun]:
-    """Record the enclosed training as a run of `stage` in the store at `store_path` (None: no record).
-
-    The run is started before training and finished after it: status done, cached or failed (the
-    error is re-raised), with the summary, its checkpoint dirs and timings. The store is opened
-    only for those two writes, not held while training, so other commands can use it meanwhile;
-    under `accelerate launch` only the main process writes.
-    """
-    run = TrainingRun(public_config(dict(config)))
-    if store_path is None or not is_main_process():
-        yield run
-        return
-    from curation.store import Store
-
-    with Store(store_path) as store:
-        run.run_id = store.start_run(stage, run.config)
-    began = time.perf_counter()
-    try:
-        yield run
-    except BaseException as err:
-        _finish(store_path, run, "failed", {"error": f"{type(err).__name__}: {err}"[:1000]}, began)
-        raise
-    summary = dict(run.summary)
+def record_summary(run: Any, summary: dict) -> None:
+    """What a training run records: its summary with the checkpoint dirs listed after the final
+    model's, and the trainer's own runtime next to the wall time."""
     if summary.get("model_dir"):
-        summary["checkpoints"] = checkpoint_dirs(summary["model_dir"])
-    _finish(store_path, run, "cached" if summary.get("cached") else "done", summary, began)
+        summary = dict(summary, checkpoints=checkpoint_dirs(summary["model_dir"]))
+    run.summary = summary
+    run.timings["train_runtime_s"] = summary.get("train_runtime_s")
 
 
-def _finish(store_path: str | Path, run: TrainingRun, status: str, summary: dict, began: float) -> None:
-    from curation.store import Store
-
-    timings = {"wall_s": round(time.perf_counter() - began, 3), "train_runtime_s": summary.get("train_runtime_s")}
-    with Store(store_path) as store:
-        store.finish_run(run.run_id, status, timings, summary=summary, config=run.config)
+def fingerprint(data: Path, student: str, settings: Any) -> str:
+    """Name of a finished model dir: the data bytes, the student and every setting."""
+    h = hashlib.sha256(data.read_bytes())
+    h.update(json.dumps([student, asdict(settings)], sort_keys=True).encode())
+    return h.hexdigest()[:12]

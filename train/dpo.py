@@ -19,10 +19,11 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.errors import DistillError
-from train.sft import _fingerprint
-from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, read_records,
-                          recorded_run, run_script, settings_from, trainer_parser, training_tokenizer)
+from core.errors import DistillError
+from store.runs import Run, recorded_run
+from train.common import (fingerprint, cached_summary, checkpoint_root, publish, read_records, training_tokenizer,
+                          record_summary)
+from train.cli import add_settings, run_script, settings_from, trainer_parser
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -58,14 +59,14 @@ def _log_series(log_history: list[dict], key: str) -> list[float]:
 
 
 def train_dpo(data: str | Path, student: str, output_dir: str | Path,
-              settings: DPOSettings = DPOSettings(), run: TrainingRun | None = None) -> dict:
+              settings: DPOSettings = DPOSettings(), run: Run | None = None) -> dict:
     """DPO-train `student` on a prompt/chosen/rejected export; returns losses, reward stats and the model dir.
 
     `run`, when given, receives the trainer's resolved config for the run record in the store.
     """
     data, output_dir = Path(data), Path(output_dir)
     rows = _read_pairs(data)
-    final_dir = output_dir / f"dpo-{_fingerprint(data, student, settings)}"
+    final_dir = output_dir / f"dpo-{fingerprint(data, student, settings)}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     skip = ("losses", "reward_margins", "reward_accuracies", "rewards_chosen", "rewards_rejected")
     with recorded_run(args.store, "train-dpo", vars(args)) as run:
         summary = train_dpo(args.data, args.student, args.output, settings, run=run)
-        run.summary = {k: v for k, v in summary.items() if k not in skip}
+        record_summary(run, {k: v for k, v in summary.items() if k not in skip})
     print(json.dumps(run.summary, indent=1))
 
 

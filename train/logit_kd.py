@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.store import Store
-from distill.errors import DistillError
+from store.store import Store
+from core.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
-from train.common import (add_settings, cached_summary, checkpoint_root, publish, recorded_run, run_script,
-                          settings_from)
+from train.cli import add_settings, run_script, settings_from
+from train.common import cached_summary, checkpoint_root, publish, record_summary
+from store.runs import recorded_run
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 
@@ -178,7 +179,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
 
     accelerator = _accelerator(settings)
     student_dir = model_path(student)
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args, KDSettings)
     with recorded_run(args.store, "train-logit-kd", vars(args)) as run:
         summary = train_logit_kd(args.store, args.data, args.teacher, args.student, args.output, settings)
-        run.summary = {k: v for k, v in summary.items() if k != "losses"}
+        record_summary(run, {k: v for k, v in summary.items() if k != "losses"})
     print(json.dumps(run.summary, indent=1))
 
 

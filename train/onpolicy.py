@@ -45,10 +45,10 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.errors import DistillError
-from train.sft import _fingerprint
-from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, read_records,
-                          recorded_run, run_script, settings_from, trainer_parser)
+from core.errors import DistillError
+from store.runs import Run, recorded_run
+from train.common import fingerprint, cached_summary, checkpoint_root, publish, read_records, record_summary
+from train.cli import add_settings, run_script, settings_from, trainer_parser
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -154,7 +154,7 @@ def _log_series(log_history: list[dict], key: str) -> list[float]:
 def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_dir: str | Path,
                    settings: OnPolicySettings = OnPolicySettings(), self_distill: bool = False,
                    teacher_url: str | None = None, teacher_top_k: int | None = None,
-                   run: TrainingRun | None = None) -> dict:
+                   run: Run | None = None) -> dict:
     """Distil `teacher` (a model, or the one served at `teacher_url`; with self_distill, the
     trace-conditioned student) into `student` on-policy.
 
@@ -200,7 +200,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         teacher_url = base_url(teacher_url)
         served = f"{served_model(teacher_url)} at {teacher_url}/v1"
     identity = json.dumps([student, teacher, mode] + ([served, top_k] if served else []))
-    final_dir = output_dir / f"{mode}-{_fingerprint(data, identity, settings)}"
+    final_dir = output_dir / f"{mode}-{fingerprint(data, identity, settings)}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
@@ -210,7 +210,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
     from datasets import Dataset
     from transformers import AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
 
     student_dir = model_path(student)
     teacher_dir = model_path(teacher) if teacher else None
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = train_onpolicy(args.data, args.student, args.teacher, args.output, settings,
                                  self_distill=args.self_distill, teacher_url=args.teacher_url,
                                  teacher_top_k=args.teacher_top_k, run=run)
-        run.summary = {k: v for k, v in summary.items() if k not in skip}
+        record_summary(run, {k: v for k, v in summary.items() if k not in skip})
     print(json.dumps(run.summary, indent=1))
 
 

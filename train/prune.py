@@ -21,8 +21,10 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distill.errors import DistillError
-from train.common import recorded_run, run_script
+from core.errors import DistillError
+from store.runs import recorded_run
+from train.common import record_summary
+from train.cli import run_script
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -107,7 +109,7 @@ def prune_layers(teacher: str, keep: list[int] | str = "every-other",
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
 
     output_dir = Path(output_dir)
     teacher_dir = model_path(teacher)
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         out = prune_layers(args.teacher, args.keep, args.output)
         after = (out / MARKER).read_text()
         # A new prune always writes a new fingerprint, so an unchanged marker means the dir was reused.
-        run.summary = dict(json.loads(after), model_dir=str(out), cached=after == before)
+        record_summary(run, dict(json.loads(after), model_dir=str(out), cached=after == before))
     print(json.dumps(run.summary, indent=1))
 
 

@@ -7,7 +7,7 @@ forward pass for VLLMClient.get_sequence_logprobs, which sends each training bat
                                 "max_tokens": 1, "temperature": T, "prompt_logprobs": k}
 
 after polling GET {base}/health, and reads each choice's `prompt_logprobs` (vLLM's format).
-`vllm serve` and `distill serve` (synth/prompt_logprobs.py) both answer it.
+`vllm serve` and `distill serve` (serve/prompt_logprobs.py) both answer it.
 
 VLLMClient's constructor refuses to run unless the `vllm` package is installed. vLLM is needed
 only for NCCL weight sync with a *student* generation server, never for scoring, and has no CPU
@@ -22,7 +22,7 @@ import urllib.request
 from typing import Any
 from unittest import mock
 
-from distill.errors import DistillError
+from core.errors import DistillError
 
 CONNECT_TIMEOUT_S = 10.0
 

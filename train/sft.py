@@ -11,15 +11,16 @@ same settings) is found by its content hash and not trained again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.errors import DistillError
-from train.common import (TrainingRun, add_settings, cached_summary, checkpoint_root, publish, recorded_run, run_script,
-                          settings_from, trainer_parser, training_tokenizer)
+from core.errors import DistillError
+from store.runs import Run, recorded_run
+from train.common import (fingerprint, cached_summary, checkpoint_root, publish, training_tokenizer,
+                          record_summary)
+from train.cli import add_settings, run_script, settings_from, trainer_parser
 
 
 @dataclass
@@ -33,14 +34,8 @@ class SFTSettings:
     loss_on: str = "assistant"  # "assistant" (prompt/completion) or "all" (whole conversation)
 
 
-def _fingerprint(data: Path, student: str, settings: SFTSettings) -> str:
-    h = hashlib.sha256(data.read_bytes())
-    h.update(json.dumps([student, asdict(settings)], sort_keys=True).encode())
-    return h.hexdigest()[:12]
-
-
 def train_sft(data: str | Path, student: str, output_dir: str | Path,
-              settings: SFTSettings = SFTSettings(), run: TrainingRun | None = None) -> dict:
+              settings: SFTSettings = SFTSettings(), run: Run | None = None) -> dict:
     """Train `student` on a messages-format JSONL; returns losses, timing and the model dir.
 
     `run`, when given, receives the trainer's resolved config for the run record in the store.
@@ -50,7 +45,7 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
         raise DistillError(f"training data {data} not found: run `distill curate` to export it")
     if settings.loss_on not in ("assistant", "all"):
         raise DistillError(f"unknown loss_on '{settings.loss_on}': use 'assistant' or 'all'")
-    final_dir = output_dir / f"student-{_fingerprint(data, student, settings)}"
+    final_dir = output_dir / f"student-{fingerprint(data, student, settings)}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
@@ -109,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args, SFTSettings)
     with recorded_run(args.store, "train-sft", vars(args)) as run:
         summary = train_sft(args.data, args.student, args.output, settings, run=run)
-        run.summary = {k: v for k, v in summary.items() if k != "losses"}
+        record_summary(run, {k: v for k, v in summary.items() if k != "losses"})
     print(json.dumps(run.summary, indent=1))
 
 

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.store import Store
-from distill.errors import DistillError
-from train.common import read_records, recorded_run, run_script
+from store.store import Store
+from core.errors import DistillError
+from train.common import read_records
+from store.runs import recorded_run
+from train.cli import run_script
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -101,7 +103,7 @@ def teacher_pass(store: Store, data: str | Path, teacher: str, student: str, run
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
 
     student_tok = AutoTokenizer.from_pretrained(model_path(student))
     teacher_dir = model_path(teacher)

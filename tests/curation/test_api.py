@@ -4,11 +4,11 @@ import json
 import pytest
 
 from curation import Curation
-from curation.store import Store
+from store.store import Store
 from distill.cli import main
-from distill.errors import DistillError
+from core.errors import DistillError
 from synth.cot import CotParams, generate_traces
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 TRACES = ["Pears are less dense than water, so they float on it.\nAnswer: No",
           "Pears are less dense than water, so they float on it!\nAnswer: No",

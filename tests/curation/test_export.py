@@ -6,11 +6,11 @@ import pytest
 
 from curation import Curation
 from curation.decontam import decontaminate
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.rows import PromptRow, stable_id
 from synth.cot import CotParams, generate_traces
-from synth.preferences import build_pairs
-from synth.teachers import ScriptedTeacher
+from curation.pairs import build_pairs
+from tests.doubles import ScriptedTeacher
 
 HELD_OUT = ("In which year did the first steam locomotive carry paying passengers between two "
             "English towns on a public railway line")

@@ -5,9 +5,9 @@ import pytest
 
 from curation import Curation
 from curation.purify import METHODS, purify
-from distill.errors import DistillError
+from core.errors import DistillError
 from synth.cot import CotParams, generate_traces
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 pytest.importorskip("sentence_transformers")
 
@@ -111,7 +111,7 @@ def test_purify_bench_on_a_pool_without_test_traces_is_a_clear_error(two_teacher
 
 @pytest.mark.slow
 def test_llm_aggregation_with_a_real_local_model(store, pool):
-    from synth.teachers import get_teacher
+    from clients.teachers import get_teacher
 
     for name, answer in (("nay", "No"), ("yea", "Yes")):
         generate_traces(store, ScriptedTeacher(name, [f"Think about it.\nAnswer: {answer}"]), pool,

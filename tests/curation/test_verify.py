@@ -6,7 +6,7 @@ import pytest
 
 from curation import verify as verify_module
 from curation.verify import verify
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.bfcl import load_bfcl
 from prompts.humaneval import load_humaneval
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from curation.store import Store
+from store.store import Store
 from distill.cli import build_parser, main
 
 SUBCOMMANDS = ["demo", "data", "synth", "pairs", "curate", "train", "eval", "serve", "recipe", "report"]

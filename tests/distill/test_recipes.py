@@ -3,7 +3,7 @@
 import duckdb
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from distill.recipes import DEFAULT_TASK, DEFAULT_TEACHERS, main, run_signals_recipe
 from prompts.data import catalog, load_task
 
@@ -18,11 +18,11 @@ def test_default_task_is_a_catalog_task_with_human_rationales_and_gold():
 
 
 def test_a_bad_task_fails_before_any_store_or_model_call(tmp_path, monkeypatch):
-    import synth.models
-    import synth.teachers
+    import clients.models
+    import clients.teachers
 
-    monkeypatch.setattr(synth.models, "model_path", lambda name: name)
-    monkeypatch.setattr(synth.teachers, "get_teacher", lambda name: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(clients.models, "model_path", lambda name: name)
+    monkeypatch.setattr(clients.teachers, "get_teacher", lambda name: pytest.fail("a model was loaded"))
     with pytest.raises(DistillError, match="unknown task 'nope'"):
         run_signals_recipe(tmp_path / "signals", task="nope")
     assert not (tmp_path / "signals").exists()

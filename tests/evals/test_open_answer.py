@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from curation.verify import answers_match
-from distill.errors import DistillError
+from core.errors import DistillError
 from evals.analysis import analyse
 from evals.scoring import OPEN_PARAMS, answer_items, exemplar_sets, mc_prompt
 from evals.task_eval import evaluate_task, is_open_answer, load_task_pool
 from prompts.rows import PromptRow
-from synth.engine import request_key
-from synth.local import Generation
-from synth.teachers import ScriptedTeacher
+from engine.jobs import request_key
+from clients.types import Generation
+from tests.doubles import ScriptedTeacher
 
 
 def _u(*parts) -> float:
@@ -155,7 +155,7 @@ def test_open_rows_refuse_debias_and_mixed_rows_are_refused(numeric):
 
 def test_a_tiny_local_model_generates_open_answers_with_token_signals(numeric, tmp_path, monkeypatch):
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
-    from synth.local import LocalGenerator
+    from clients.local import LocalGenerator
 
     store, gold, rows, ex = numeric
     model = LocalGenerator("tiny-random", batch_size=8)
@@ -179,7 +179,7 @@ def test_a_tiny_local_model_generates_open_answers_with_token_signals(numeric, t
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    from curation.store import Store
+    from store.store import Store
 
     tmp = tmp_path_factory.mktemp("open")
     task = tmp / "math.jsonl"

@@ -5,7 +5,7 @@ import pytest
 
 from evals.rationales import RATIONALE_PARAMS, rationale_fidelity, rationale_prompt
 from prompts.rows import PromptRow
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 
 def _rows(n: int) -> list[PromptRow]:

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from evals.scoring import (
     SCORE_PARAMS,
     answer_items,
@@ -19,8 +19,8 @@ from evals.scoring import (
     self_verify_prompt,
 )
 from prompts.rows import PromptRow, split_for, stable_id
-from synth.engine import request_key
-from synth.teachers import ScriptedTeacher
+from engine.jobs import request_key
+from tests.doubles import ScriptedTeacher
 
 YES, NO = -0.2, -1.5  # the scripted student's summed log-probs for the two options
 
@@ -262,7 +262,7 @@ def test_an_option_containing_the_gold_label_is_wrong(store):
 def test_a_tiny_local_model_scores_real_tokens(store, tmp_path, monkeypatch):
     """LocalGenerator has continuation_details: per-token log-probs and top-2 margins are stored."""
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
-    from synth.local import LocalGenerator
+    from clients.local import LocalGenerator
 
     model = LocalGenerator("tiny-random", batch_size=4)
     train, held = split_rows(40)
@@ -389,8 +389,8 @@ class PerItemOnly:
 def test_batched_local_scoring_stores_what_the_per_item_path_stores(tmp_path, monkeypatch):
     """Same request keys, prompt tokens, answers and (within 1e-4) per-token option details."""
     monkeypatch.setenv("DISTILL_CACHE", str(tmp_path / "cache"))
-    from curation.store import Store
-    from synth.local import LocalGenerator
+    from store.store import Store
+    from clients.local import LocalGenerator
 
     gen = LocalGenerator("tiny-random")
     gen.score_token_budget = 300  # several chunks

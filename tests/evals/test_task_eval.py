@@ -1,4 +1,4 @@
-"""`distill eval cascade` end to end (evals/task_eval.py, evals/cli_cascade.py) on a user's labelled
+"""`distill eval cascade` end to end (evals/task_eval.py, distill/cli_eval.py) on a user's labelled
 file, with scripted models whose answers and confidences are known per item."""
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curation.store import Store
+from store.store import Store
 from distill.cli import main
-from distill.errors import DistillError
-from evals.cli_cascade import parse_prices
-from evals.serve_cascade import check_spec
+from core.errors import DistillError
+from distill.cli_eval import parse_prices
+from serve.cascade import check_spec
 from evals.signals import GENERATION_SIGNALS
 from evals.task_eval import cascade_spec, evaluate_task, load_task_pool
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELS = ["bird", "cat", "dog"]
@@ -371,12 +371,12 @@ def test_cli_refuses_with_one_line_and_exit_2(seeded, capsys, args, message):
 
 
 def test_cli_refuses_a_negative_cost_budget(seeded, capsys, monkeypatch):
-    import synth.teachers
+    import clients.teachers
 
     def no_models(name, *a, **kw):
         raise AssertionError(f"went on to load {name}")
 
-    monkeypatch.setattr(synth.teachers, "get_teacher", no_models)
+    monkeypatch.setattr(clients.teachers, "get_teacher", no_models)
     path, task = seeded
     argv = BASE + ["--store", str(path), "--task", str(task), "--price", "tea-model=1", "--max-cost-per-1k", "-5"]
     assert main(argv) == 2
@@ -401,7 +401,7 @@ def test_cli_as_a_subprocess_exits_2_and_leaves_the_store_alone(seeded):
 @pytest.mark.slow
 def test_real_models_on_a_real_catalog_task(tmp_path, machine_cache):
     """arc_easy: smollm2 student, gemma teacher, cloze scoring, auto signal, rationales; a re-run is free."""
-    from synth.teachers import get_teacher
+    from clients.teachers import get_teacher
 
     student, teacher = get_teacher("smollm2-135m-instruct"), get_teacher("gemma-3-270m")
     opts = dict(prompt_style="cloze", shots=0, signal="auto", max_teacher_share=0.5, limit=12,

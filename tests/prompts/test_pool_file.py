@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.pool_file import load_pool_file
 
 RECORDS = [

@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from curation.store import Store
+from store.store import Store
 from distill.cli import main
 from synth.cot import CotParams, generate_traces
-from synth.serve import start_server
-from synth.teachers import get_teacher
+from serve.server import start_server
+from clients.teachers import get_teacher
 
 SECRET = "sk-SECRET-api-path-4242"
 

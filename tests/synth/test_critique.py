@@ -4,7 +4,7 @@ import pytest
 
 from synth.cot import CotParams, generate_traces
 from synth.critique import critique_traces, judge_pairs, judge_traces, parse_ratings, revise_traces
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from synth.expand import clean_question, expand_prompts
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 
 
 def test_self_instruct_adds_train_prompts_with_parents_and_dedups(store, pool):

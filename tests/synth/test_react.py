@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.rows import PromptRow, stable_id
 from synth.react import (TOOL_SCHEMAS, generate_bfcl_calls, generate_trajectories, parse_calls, parse_step,
                          trajectory_messages, trajectory_row)
-from synth.teachers import ScriptedTeacher
+from tests.doubles import ScriptedTeacher
 from synth.tools import DEFAULT_TOOLS, Tool, bfcl_match
 
 PROBLEMS = [("Gus has 22 shells and gives away 11. How many shells are left?", "11"),
@@ -181,7 +181,7 @@ def test_bfcl_calls_on_real_rows(store):
 @pytest.mark.parametrize("model", ["smollm2-135m-instruct", "gemma-3-270m"])
 def test_real_model_rollouts_are_stored(store, model, machine_cache):
     from prompts.pool_file import load_pool_file
-    from synth.teachers import get_teacher
+    from clients.teachers import get_teacher
     pool = Path(__file__).resolve().parents[2] / "prompts" / "pools" / "arithmetic_word_problems.jsonl"
     store.add_prompts(load_pool_file(pool), "arith")
     teacher = get_teacher(model)

@@ -1,6 +1,6 @@
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from prompts.rows import PromptRow
 from synth.recorded import import_recorded, teacher_name
 

@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from curation.store import Store
+from store.store import Store
 from prompts.rows import PromptRow, stable_id
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from distill.errors import DistillError
-from train.common import public_config
+from core.errors import DistillError
+from core.secrets import public_config
 
 
 @pytest.fixture

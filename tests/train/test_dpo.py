@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from train.dpo import DPOSettings, main, train_dpo
 
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from train.logit_kd import KDSettings, train_logit_kd
 from train.teacher_pass import teacher_pass
 
@@ -17,7 +17,7 @@ def student(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.models import model_path
+    from clients.models import model_path
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_pretrained(model_path("tiny-random"))
     for p in model.parameters():
@@ -65,7 +65,7 @@ def test_runs_unchanged_under_accelerate_launch_and_is_recorded(export, student,
 
     import duckdb
 
-    from curation.store import Store
+    from store.store import Store
 
     db = tmp_path / "s.duckdb"
     with Store(db) as store:  # closed before the launch: DuckDB lets one process write the file

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from train.onpolicy import OnPolicySettings, main, train_onpolicy
 
 
@@ -20,7 +20,7 @@ def tiny_cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def teacher_dir(tiny_cache, tmp_path_factory) -> Path:
     """A tiny model from another seed: same vocabulary as tiny-random, different weights."""
-    from synth.tiny import build_tiny_model
+    from clients.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("teacher") / "tiny-teacher", seed=1234)
 

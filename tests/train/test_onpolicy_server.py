@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from distill.errors import DistillError
-from synth.serve import start_server
+from core.errors import DistillError
+from serve.server import start_server
 from train.onpolicy import OnPolicySettings, main, train_onpolicy
 
 SETTINGS = OnPolicySettings(max_steps=3, batch_size=4, learning_rate=1e-2, beta=0.0, max_new_tokens=12,
@@ -21,7 +21,7 @@ def served_teacher(tmp_path_factory):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from synth.tiny import build_tiny_model
+    from clients.tiny import build_tiny_model
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))

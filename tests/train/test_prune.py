@@ -11,8 +11,8 @@ from transformers import (
     LlamaForCausalLM,
 )
 
-from distill.errors import DistillError
-from synth.tiny import build_tokenizer
+from core.errors import DistillError
+from clients.tiny import build_tokenizer
 from train.prune import main, prune_layers, prune_model, resolve_keep
 
 

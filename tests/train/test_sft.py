@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from distill.errors import DistillError
+from core.errors import DistillError
 from train.sft import SFTSettings, train_sft
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from distill.errors import DistillError
-from synth.models import model_path
+from core.errors import DistillError
+from clients.models import model_path
 from train.teacher_pass import encode, load_targets, teacher_pass
 
 MESSAGES = [[{"role": "user", "content": f"What is {i} plus {i}?"},

@@ -1,0 +1,54 @@
+"""One Teacher protocol and a registry: `get_teacher(name)` is nearly the whole surface.
+
+Local open-weight models (clients.local) and API teachers (clients.api: litellm, any provider or
+OpenAI-compatible server such as vLLM) sit behind the same protocol. Both load lazily, so code
+that only names a Teacher never imports torch. The test double lives in tests/doubles.py.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from clients.types import Generation
+
+if TYPE_CHECKING:
+    from clients.local import LocalGenerator
+
+
+class Teacher(Protocol):
+    name: str
+    is_chat: bool
+
+    def render(self, messages_or_text: str | list[dict]) -> str: ...
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 num_samples: int = 1, stop: list[str] | None = None, seed: int = 0,
+                 progress: str | None = None) -> list[list[Generation]]: ...
+
+    def score_continuations(self, prompt: str, continuations: list[str]) -> list[float]: ...
+
+
+_loaded: dict[tuple[str, int], "LocalGenerator"] = {}
+
+
+def get_teacher(name: str, batch_size: int = 16, *, api_base: str | None = None,
+                api_key_env: str | None = None, api_key: str | None = None,
+                price_per_mtok: tuple[float, float] | None = None, **run_options: object) -> Teacher:
+    """A registered model name, a local path or a cached HF id, loaded once per process.
+
+    "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
+    `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
+    from `api_key_env` and never stored. `run_options` (max_concurrency, rpm, tpm,
+    max_budget_usd, max_retries) go to the async engine for every request of this teacher.
+    """
+    if name.startswith("api:"):
+        from clients.api import ApiTeacher
+        teacher = ApiTeacher(name, name[4:], api_base=api_base, api_key_env=api_key_env, api_key=api_key,
+                             price_per_mtok=price_per_mtok)
+        teacher.run_options = {k: v for k, v in run_options.items() if v is not None}
+        return teacher
+    from clients.local import LocalGenerator  # torch loads here, for local teachers only
+
+    key = (name, batch_size)
+    if key not in _loaded:
+        _loaded[key] = LocalGenerator(name, batch_size=batch_size)
+    return _loaded[key]

@@ -1,0 +1,125 @@
+"""`distill eval cascade`: flags and the command (the function behind it is evals.task_eval)."""
+from __future__ import annotations
+
+import argparse
+
+from core.errors import DistillError
+from evals.calibrate import METHODS
+from evals.signals import DEBIAS, PROMPT_STYLES, SIGNALS
+
+
+def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cascade (distill eval cascade)")
+    g.add_argument("--task", help="a task from `distill data list` (e.g. arc_easy, sst2, mmlu:astronomy), "
+                   "or a labelled .jsonl/.csv/.parquet file (input, label[, choices])")
+    g.add_argument("--signal", default="auto", choices=(*SIGNALS, "auto"),
+                   help="student confidence signal; auto picks the best on the calibration split (AUROC)")
+    g.add_argument("--calibration", default="platt", choices=METHODS, help="calibrator fitted on the calibration split")
+    g.add_argument("--max-teacher-share", type=float, help="teacher-call budget (share of queries)")
+    g.add_argument("--max-cost-per-1k", type=float, help="cost budget in USD per 1,000 queries (needs --price)")
+    g.add_argument("--delta", type=float, help="Learn-then-Test: the target holds with probability >= 1 - delta")
+    g.add_argument("--price", action="append", default=[], metavar="MODEL=USD",
+                   help="USD per 1M tokens of a model (repeat); unpriced models cost 0")
+    g.add_argument("--shots", type=int, default=3, help="few-shot exemplars from the train split")
+    g.add_argument("--balanced-shots", action="store_true",
+                   help="exemplars cover every label before any repeats (classification tasks)")
+    g.add_argument("--variants", type=int, default=1,
+                   help="prompt variants the student answers (3 or more for the agreement signal)")
+    g.add_argument("--self-verify", action="store_true",
+                   help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
+    g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
+    g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
+    g.add_argument("--prompt-style", default="mc", choices=PROMPT_STYLES,
+                   help="mc: list the options before 'Answer:'; cloze: the option continues the input "
+                        "(the BIG-bench / lm-eval-harness protocol, often better for small base models)")
+    g.add_argument("--debias", default="none", choices=DEBIAS,
+                   help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
+                        "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
+                        "classification tasks with one label set")
+    g.add_argument("--rationales", type=int, default=32,
+                   help="test items both models explain, for rationale similarity (fidelity); 0 = skip")
+    g.add_argument("--resplits", type=int, default=20, help="random re-splits checking the accuracy target")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def parse_prices(items: list[str]) -> dict[str, float]:
+    prices = {}
+    for item in items:
+        model, sep, value = item.rpartition("=")
+        try:
+            prices[model] = float(value)
+        except ValueError:
+            model = ""
+        if not sep or not model or not 0 <= prices.get(model, -1) < float("inf"):
+            raise DistillError(f"--price {item!r}: write MODEL=USD_PER_1M_TOKENS, e.g. --price gemma-3-270m=0.5")
+    return prices
+
+
+def run_cascade_eval(args: argparse.Namespace) -> None:
+    if not args.task:
+        raise DistillError("distill eval cascade needs --task (a task from `distill data list`, e.g. --task arc_easy, "
+                           "or a labelled file)")
+    for name in ("target_accuracy", "max_teacher_share", "delta"):
+        value = getattr(args, name)
+        if value is not None and not 0 <= value <= 1:
+            raise DistillError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
+    if args.delta is not None and args.target_accuracy is None:
+        raise DistillError("--delta is a guarantee on --target-accuracy: give both")
+    if args.max_cost_per_1k is not None and not args.max_cost_per_1k >= 0:
+        raise DistillError(f"--max-cost-per-1k must be a cost >= 0 in USD, got {args.max_cost_per_1k}")
+    prices = parse_prices(args.price)
+    if args.max_cost_per_1k is not None and not prices:
+        raise DistillError("--max-cost-per-1k needs model prices: add --price MODEL=USD_PER_1M_TOKENS")
+    from store.runs import recorded_run
+    from store.store import Store
+    from evals.task_eval import evaluate_task
+    from clients.teachers import get_teacher
+
+    with Store(args.store) as store:
+        student = get_teacher(args.student)
+        teachers = [get_teacher(t) for t in args.teacher]
+        config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")}
+        with recorded_run(store, "eval-cascade", config) as run:
+            out = evaluate_task(store, args.task, student, teachers, args.out, run.run_id, signal=args.signal,
+                                calibration=args.calibration, target_accuracy=args.target_accuracy,
+                                max_teacher_share=args.max_teacher_share, max_cost_per_1k=args.max_cost_per_1k,
+                                delta=args.delta, prices=prices, shots=args.shots, variants=args.variants,
+                                limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
+                                resplits=args.resplits, rationales=args.rationales, self_verify=args.self_verify,
+                                balanced_shots=args.balanced_shots, debias=args.debias,
+                                prompt_style=args.prompt_style,
+                                seed=args.seed)
+    print_summary(out["result"])
+    print(f"report: {out['report']}\ncascade spec (for distill serve --cascade): {out['cascade_spec']}")
+
+
+def _ci(d: dict | None) -> str:
+    if not d or d.get("value") is None:
+        return "n/a"
+    low, high = d.get("ci_low"), d.get("ci_high")
+    return f"{d['value']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+def print_summary(result: dict) -> None:
+    """The headline numbers on stdout: rows, cascade vs random, APGR/CPT, ECE, re-split hold rate."""
+    for row in result["rows"]:
+        print(f"{row['model'][:40]:<40} {row['role']:<12} acc {row['accuracy']:.3f} "
+              f"[{row['ci_low'] or 0:.3f}, {row['ci_high'] or 0:.3f}]  teacher calls {row['teacher_share']:.0%}")
+    cvr = result["cascade_vs_random"]
+    print(f"cascade - random routing at {cvr['teacher_share']:.0%} teacher calls: {cvr['difference']:+.3f} "
+          f"[{cvr['ci_low']:+.3f}, {cvr['ci_high']:+.3f}]")
+    cis = result["metric_cis"]
+    print(f"APGR {_ci(cis['apgr'])}  CPT(50%) {_ci(cis['cpt_50'])}  CPT(80%) {_ci(cis['cpt_80'])}")
+    q = result["confidence_quality"]
+    if result.get("signal_selection"):
+        print(f"signal auto -> {result['signal']} (calibration AUROC "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result["signal_selection"]["calibration_auroc"].items()) + ")")
+    if "curve_vs_random" in result:
+        print(f"gain over random routing, whole curve: {_ci(result['curve_vs_random'])}")
+    print(f"ECE before {_ci(q['before']['ece'])} after {_ci(q['after']['ece'])} ({result['calibrator']['method']}); "
+          f"AUROC {_ci(q['after']['auroc'])}")
+    if "resplits" in result:
+        r = result["resplits"]
+        print(f"accuracy target {r['target_accuracy']:.3f} held on the test half in {r['hits']}/{r['n']} "
+              f"random re-splits ({r['rate']:.0%}; delta {r['delta']}; certified on the calibration half in "
+              f"{sum(bool(x['reached_on_calibration']) for x in r['runs'])}/{r['n']})")

@@ -1,0 +1,39 @@
+"""The flags of the `python -m train.*` scripts (and `distill train ...`): one `--flag` per settings
+field, and the one-line error exit. Library functions below take typed settings, never flags."""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, fields
+from typing import Any, Callable
+
+from core.errors import DistillError
+
+
+def add_settings(parser: argparse.ArgumentParser, settings_cls: type) -> None:
+    """One `--flag` per settings field, typed and defaulted from the dataclass."""
+    for name, value in asdict(settings_cls()).items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+
+
+def trainer_parser(doc: str, data_help: str, output_default: str) -> argparse.ArgumentParser:
+    """The flags every TRL-trainer script shares: --data, --student, --output, --store."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help=data_help)
+    parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
+    parser.add_argument("--output", default=output_default, help="where checkpoints and the model go")
+    parser.add_argument("--store", default=None, help="DuckDB store to record the run in (config, checkpoints, loss)")
+    return parser
+
+
+def settings_from(args: argparse.Namespace, settings_cls: type) -> Any:
+    return settings_cls(**{f.name: getattr(args, f.name) for f in fields(settings_cls)})
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """`python -m train.x`: a user mistake is one `error:` line and exit code 2, as in `distill`."""
+    try:
+        main()
+    except DistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
