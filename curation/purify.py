@@ -169,7 +169,7 @@ def choose(cands: Candidates, method: str, target: list[str], fit: list[str], go
         answers = cands.teacher_answers(p)
         votes = Counter(c["key"] for c in members)
         detail: dict = {"candidates": len(members), "teachers": sorted({c["teacher"] for c in members}),
-                        "agreement": agreement(answers)}
+                        "agreement": teacher_agreement(answers)}
         if method == "verified_first":
             key = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
                                               len(c["reasoning"] or ""), c["id"]))["key"]
@@ -197,7 +197,7 @@ def choose(cands: Candidates, method: str, target: list[str], fit: list[str], go
     return rows
 
 
-def agreement(answers: list[str | None]) -> float | None:
+def teacher_agreement(answers: list[str | None]) -> float | None:
     """Share of teacher pairs (both answering) that give the same answer."""
     given = [a for a in answers if a is not None]
     pairs = [(a, b) for i, a in enumerate(given) for b in given[i + 1:]]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from curation.purify import Candidates, agreement, choose, load_candidates, purify
+from curation.purify import Candidates, choose, load_candidates, purify, teacher_agreement
 from store.runs import recorded_run
 from store.store import Store
 from curation.verify import verify
@@ -78,7 +78,7 @@ def teacher_rows(cands: Candidates, target: list[str], setting: str | None) -> d
     return out
 
 
-def evaluate(cands: Candidates, fit: list[str], target: list[str], methods: tuple[str, ...],
+def evaluate_methods(cands: Candidates, fit: list[str], target: list[str], methods: tuple[str, ...],
              setting: str | None) -> dict[str, Row]:
     """Per row (method or teacher) over `target`, learning only from `fit`."""
     results = teacher_rows(cands, target, setting)
@@ -143,9 +143,9 @@ def run_bench(target: str, bench_out: str | Path, store_path: str | Path | None 
                 purify(store, target, run.run_id, m, splits=("test",), require_verified=False, gold_splits=(),
                        candidates=cands)
     setting = settings[0] if settings else None
-    held = evaluate(cands, fit, test, BENCH_METHODS, setting)
+    held = evaluate_methods(cands, fit, test, BENCH_METHODS, setting)
     best = _best_teacher(held, cands.teachers)
-    mean_agreement = np.nanmean([agreement(cands.teacher_answers(p)) or np.nan for p in test])
+    mean_agreement = np.nanmean([teacher_agreement(cands.teacher_answers(p)) or np.nan for p in test])
     title = f"CHAMP ({len(cands.teachers)} recorded teachers, settings {settings})" if target == "champ" \
         else f"pool '{target}' ({len(cands.teachers)} teachers)"
     lines = [f"# Purification on {title}", "",
@@ -172,7 +172,7 @@ def _cross_validate(cands: Candidates, setting: str | None, k: int) -> dict[str,
     for f in range(k):
         fit = [p for p in ids if fold[p] != f]
         target = [p for p in ids if fold[p] == f]
-        for name, row in evaluate(cands, fit, target, BENCH_METHODS, setting).items():
+        for name, row in evaluate_methods(cands, fit, target, BENCH_METHODS, setting).items():
             parts.setdefault(name, []).append(row)
     return {name: {col: np.concatenate([r[col] for r in rows]) for col in ("correct", "kept", "support")}
             for name, rows in parts.items()}

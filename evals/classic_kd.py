@@ -127,7 +127,7 @@ class PairScorer(nn.Module):
         return logits.masked_fill(~mask, MASKED)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor,
+def hinton_kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor,
             hard: torch.Tensor, temperature: float = 2.0, alpha: float = 0.9) -> torch.Tensor:
     """Hinton KD: alpha * T^2 * KL(p_teacher^T || p_student^T) + (1-alpha) * CE(student, hard).
     T^2 keeps the soft term's gradient scale independent of T. Padded choices must be masked."""
@@ -197,7 +197,7 @@ def _fit(x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor, probs: torch.Tens
 
     def val_loss() -> float:
         with torch.no_grad():
-            return kd_loss(scorer(*val[:3]), val[3], val[2], val[4], temperature, alpha).item()
+            return hinton_kd_loss(scorer(*val[:3]), val[3], val[2], val[4], temperature, alpha).item()
 
     losses, val_losses = [], [val_loss()] if val is not None else []
     for _ in range(epochs):
@@ -206,7 +206,7 @@ def _fit(x: torch.Tensor, c: torch.Tensor, mask: torch.Tensor, probs: torch.Tens
         total = 0.0
         for start in range(0, len(order), batch_size):
             b = order[start:start + batch_size]
-            loss = kd_loss(scorer(x[b], c[b], mask[b]), probs[b], mask[b], hard[b], temperature, alpha)
+            loss = hinton_kd_loss(scorer(x[b], c[b], mask[b]), probs[b], mask[b], hard[b], temperature, alpha)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from serve import prompt_logprobs
-from serve.openai_api import ApiError, GenParams, Reply, bad
+from serve.openai_api import HttpError, SamplingParams, Reply, bad
 
 
 def _split_words(text: str) -> list[str]:
@@ -26,7 +26,7 @@ class EchoBackend:
         users = [m["content"] for m in messages if m["role"] == "user"]
         return users[-1] if users else ""
 
-    async def generate(self, prompt: str, params: GenParams) -> list[Reply]:
+    async def generate(self, prompt: str, params: SamplingParams) -> list[Reply]:
         tokens = _split_words(" ".join(["echo:", *prompt.split()[:8]]))
         finish = "length" if len(tokens) > params.max_tokens else "stop"
         text = "".join(tokens[: params.max_tokens])
@@ -47,7 +47,7 @@ class EchoBackend:
 @dataclass
 class _Job:
     prompt: str
-    params: GenParams
+    params: SamplingParams
     future: asyncio.Future[list[Reply]]
 
 
@@ -65,7 +65,7 @@ class ModelBackend:
     """Batches concurrent requests onto one LocalGenerator, run on a single worker thread.
 
     A collector takes the first queued request, waits up to `wait_s` for up to `max_batch`
-    more, groups them by GenParams and runs one generate() per group. The model is not
+    more, groups them by SamplingParams and runs one generate() per group. The model is not
     thread-safe, so one worker thread runs calls strictly one at a time; requests arriving
     meanwhile queue up and form the next batch.
     """
@@ -83,7 +83,7 @@ class ModelBackend:
         except Exception as exc:  # e.g. a chat template that rejects this role order
             raise bad(f"cannot format these messages for the model: {exc}", "messages") from None
 
-    async def generate(self, prompt: str, params: GenParams) -> list[Reply]:
+    async def generate(self, prompt: str, params: SamplingParams) -> list[Reply]:
         if self.queue is None:  # created lazily: it must belong to the server's event loop
             self.queue = asyncio.Queue()
             self.task = asyncio.create_task(self._collect_forever())
@@ -110,20 +110,20 @@ class ModelBackend:
     async def _collect_forever(self) -> None:
         assert self.queue is not None
         while True:
-            groups: dict[GenParams, list[_Job]] = defaultdict(list)
+            groups: dict[SamplingParams, list[_Job]] = defaultdict(list)
             for job in await self._collect(self.queue):
                 groups[job.params].append(job)
             for params, jobs in groups.items():
                 await self._run(params, jobs)
 
-    async def _run(self, params: GenParams, jobs: list[_Job]) -> None:
+    async def _run(self, params: SamplingParams, jobs: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
         try:
             out = await loop.run_in_executor(self.executor, self._generate, [j.prompt for j in jobs], params)
         except Exception as exc:  # a model failure fails this group's requests (HTTP 500), not the server
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_exception(ApiError(500, f"generation failed: {exc}"))
+                    job.future.set_exception(HttpError(500, f"generation failed: {exc}"))
             return
         self.stats.add_batch(len(jobs))
         for job, replies in zip(jobs, out):
@@ -139,11 +139,11 @@ class ModelBackend:
             choices = await asyncio.get_running_loop().run_in_executor(
                 self.executor, prompt_logprobs.score, g.model, g.tokenizer, req, self.max_batch)
         except Exception as exc:  # fails this request (HTTP 500), not the server
-            raise ApiError(500, f"scoring failed: {exc}") from None
+            raise HttpError(500, f"scoring failed: {exc}") from None
         self.stats.add_batch(len(req.sequences))
         return req, choices
 
-    def _generate(self, prompts: list[str], params: GenParams) -> list[list[Reply]]:
+    def _generate(self, prompts: list[str], params: SamplingParams) -> list[list[Reply]]:
         g = self.generator
         out = g.generate(prompts, max_new_tokens=params.max_tokens, temperature=params.temperature,
                          num_samples=params.n, stop=list(params.stop) or None, seed=params.seed,

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from serve.openai_api import ApiError, check_common
+from serve.openai_api import HttpError, check_common
 
 ENDPOINT = "/v1/chat/completions"  # the only endpoint batches accept here
 LINE_CONCURRENCY = 64  # lines in flight at once: enough for the model backend to form full batches
@@ -89,12 +89,12 @@ class BatchService:
         try:
             form = await request.post()
         except ValueError:
-            return ApiError(400, "expected a multipart/form-data upload").response()
+            return HttpError(400, "expected a multipart/form-data upload").response()
         upload, purpose = form.get("file"), form.get("purpose")
         if not isinstance(upload, web.FileField):
-            return ApiError(400, "'file' must be an uploaded file", "file").response()
+            return HttpError(400, "'file' must be an uploaded file", "file").response()
         if purpose != "batch":  # nothing else (fine-tune, assistants) has a use here
-            return ApiError(400, f"'purpose' must be 'batch', got {purpose!r}", "purpose").response()
+            return HttpError(400, f"'purpose' must be 'batch', got {purpose!r}", "purpose").response()
         return web.json_response(self._add_file(upload.file.read(), upload.filename or "input.jsonl", "batch"))
 
     async def file(self, request: web.Request) -> web.Response:
@@ -113,16 +113,16 @@ class BatchService:
         try:
             body = json.loads(await request.read())
         except ValueError:
-            return ApiError(400, "the request body is not valid JSON").response()
+            return HttpError(400, "the request body is not valid JSON").response()
         if not isinstance(body, dict):
-            return ApiError(400, "the request body must be a JSON object").response()
+            return HttpError(400, "the request body must be a JSON object").response()
         file_id = body.get("input_file_id")
         if file_id not in self.files:
-            return ApiError(400, f"input_file_id {file_id!r} is not an uploaded file", "input_file_id").response()
+            return HttpError(400, f"input_file_id {file_id!r} is not an uploaded file", "input_file_id").response()
         if body.get("endpoint") != ENDPOINT:
-            return ApiError(400, f"'endpoint' must be '{ENDPOINT}'", "endpoint").response()
+            return HttpError(400, f"'endpoint' must be '{ENDPOINT}'", "endpoint").response()
         if body.get("completion_window") != "24h":
-            return ApiError(400, "'completion_window' must be '24h'", "completion_window").response()
+            return HttpError(400, "'completion_window' must be '24h'", "completion_window").response()
         now = int(time.time())
         batch = {"id": f"batch_{uuid.uuid4().hex[:24]}", "object": "batch", "endpoint": ENDPOINT, "errors": None,
                  "input_file_id": file_id, "completion_window": "24h", "status": "validating",
@@ -232,7 +232,7 @@ class BatchService:
         try:
             check_common(line["body"], self.server.model)
             body = await self.server.chat_body(line["body"], truncate=fault == "truncate")
-        except ApiError as err:
+        except HttpError as err:
             out["response"] = {"status_code": err.status, "request_id": request_id,
                                "body": _error_body(err.status, err.message, err.param, err.code)}
             return out

@@ -1,7 +1,7 @@
 """The OpenAI wire format for `distill serve`: request validation and response bodies.
 
 serve/server.py owns batching, the model, injected faults and the server's lifecycle; this module
-checks a request body, turns it into GenParams, and shapes replies into chat / completions /
+checks a request body, turns it into SamplingParams, and shapes replies into chat / completions /
 models JSON (usage, logprobs and error bodies included) the way the OpenAI API does.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Reply:
 
 
 @dataclass(frozen=True)
-class GenParams:
+class SamplingParams:
     """The knobs that change generation; requests with equal params share one model call."""
 
     max_tokens: int
@@ -51,7 +51,7 @@ class GenParams:
     seed: int
 
 
-class ApiError(Exception):
+class HttpError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
@@ -65,8 +65,8 @@ class ApiError(Exception):
 # ---- request validation ----------------------------------------------------------------------------
 
 
-def bad(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, param)
+def bad(message: str, param: str | None = None) -> HttpError:
+    return HttpError(400, message, param)
 
 
 def _int(body: dict[str, Any], name: str, lo: int, hi: int, default: int | None) -> int | None:
@@ -78,7 +78,7 @@ def _int(body: dict[str, Any], name: str, lo: int, hi: int, default: int | None)
     return value
 
 
-def _params(body: dict[str, Any], default_seed: int) -> GenParams:
+def _params(body: dict[str, Any], default_seed: int) -> SamplingParams:
     max_tokens = _int(body, "max_completion_tokens", 1, MAX_TOKENS_CAP, None)
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", 1, MAX_TOKENS_CAP, DEFAULT_MAX_TOKENS)
@@ -93,7 +93,7 @@ def _params(body: dict[str, Any], default_seed: int) -> GenParams:
         raise bad("'stop' must be a string or a list of strings", "stop")
     seed = _int(body, "seed", -(2**63), 2**63 - 1, default_seed)
     n = _int(body, "n", 1, 128, 1)
-    return GenParams(max_tokens, float(temperature), n, tuple(s for s in stops if s), seed)  # type: ignore[arg-type]
+    return SamplingParams(max_tokens, float(temperature), n, tuple(s for s in stops if s), seed)  # type: ignore[arg-type]
 
 
 def _content(message: Any, i: int) -> dict[str, str]:
@@ -119,11 +119,11 @@ def check_common(body: Any, served: str) -> None:
     if not isinstance(model, str):
         raise bad("'model' is required", "model")
     if model != served:
-        raise ApiError(404, f"The model '{model}' does not exist; this server serves '{served}'", "model",
+        raise HttpError(404, f"The model '{model}' does not exist; this server serves '{served}'", "model",
                        "model_not_found")
 
 
-def chat_request(body: dict[str, Any], default_seed: int) -> tuple[list[dict[str, str]], GenParams, int]:
+def chat_request(body: dict[str, Any], default_seed: int) -> tuple[list[dict[str, str]], SamplingParams, int]:
     """A chat body's messages, generation params and top_logprobs, or the 400 it deserves."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -136,7 +136,7 @@ def chat_request(body: dict[str, Any], default_seed: int) -> tuple[list[dict[str
     return messages, params, top_n  # type: ignore[return-value]
 
 
-def completion_request(body: dict[str, Any], default_seed: int) -> tuple[list[str], GenParams, int | None]:
+def completion_request(body: dict[str, Any], default_seed: int) -> tuple[list[str], SamplingParams, int | None]:
     """A completions body's prompts, generation params and logprobs count (None: no logprobs)."""
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt

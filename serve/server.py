@@ -29,7 +29,7 @@ from serve import faults as fault_kinds
 from serve import openai_api, prompt_logprobs
 from serve.backends import EchoBackend, ModelBackend, Stats
 from serve.faults import FaultPlan, parse_faults
-from serve.openai_api import ApiError, GenParams, Reply, bad, check_common
+from serve.openai_api import HttpError, SamplingParams, Reply, bad, check_common
 
 
 class Server:
@@ -95,7 +95,7 @@ class Server:
                 raise bad("the request body is not valid JSON") from None
             check_common(body, self.model)
             result = await answer(body, truncate=fault == "truncate")
-        except ApiError as err:
+        except HttpError as err:
             return err.response()
         if fault is not None:  # counted once applied: an invalid request got its 400 instead
             self.stats.add_fault(fault)
@@ -110,7 +110,7 @@ class Server:
             await self.pause(fault_kinds.TIMEOUT_S)
         return fault_kinds.drop(request)
 
-    async def _replies(self, prompt: str, params: GenParams, truncate: bool) -> list[Reply]:
+    async def _replies(self, prompt: str, params: SamplingParams, truncate: bool) -> list[Reply]:
         replies = await self.backend.generate(prompt, params)
         return [fault_kinds.truncate(r) for r in replies] if truncate else replies
 

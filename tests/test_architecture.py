@@ -109,3 +109,14 @@ def test_ruff_is_clean():
 def test_no_library_file_is_over_400_lines():
     long = {str(p.relative_to(ROOT)): n for p in _library_files() if (n := len(p.read_text().splitlines())) > 400}
     assert not long, long
+
+
+def test_each_public_name_is_defined_once():
+    """A class or function name means one thing across the packages (`GenParams` was defined twice)."""
+    where: dict[str, list[str]] = {}
+    for path in _library_files():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and not node.name.startswith("_") \
+                    and node.name != "main":  # every script has its own entry point
+                where.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
+    assert not {name: files for name, files in where.items() if len(files) > 1}

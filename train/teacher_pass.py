@@ -34,7 +34,7 @@ def tokenizer_hash(tokenizer) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def template_hash(tokenizer) -> str:
+def chat_template_hash(tokenizer) -> str:
     return hashlib.sha256((tokenizer.chat_template or "").encode()).hexdigest()[:16]
 
 
@@ -117,7 +117,7 @@ def teacher_pass(store: Store, data: str | Path, teacher: str, student: str, run
     if not todo:
         return {"rows": len(rows), "scored": 0, "already_there": len(rows)}
     model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    t_hash, tok_hash = template_hash(student_tok), tokenizer_hash(student_tok)
+    t_hash, tok_hash = chat_template_hash(student_tok), tokenizer_hash(student_tok)
     positions = nbytes = 0
     bar = tqdm(total=len(todo), desc=f"teacher pass ({teacher})", unit="row")
     for start in range(0, len(todo), batch_size):

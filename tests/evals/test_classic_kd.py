@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from evals.classic_kd import ClassicKDStudent, kd_loss, train_classic_kd
+from evals.classic_kd import ClassicKDStudent, hinton_kd_loss, train_classic_kd
 
 DIM = 128
 LABELS = ["sports", "weather", "finance", "food"]
@@ -136,13 +136,13 @@ def test_kd_loss_at_t1_alpha1_is_kl_and_descends_toward_teacher():
             total += float(np.sum(t * np.log(t / s)))
         return total / 2
 
-    loss = kd_loss(logits, teacher, mask, hard, temperature=1.0, alpha=1.0)
+    loss = hinton_kd_loss(logits, teacher, mask, hard, temperature=1.0, alpha=1.0)
     assert loss.item() == pytest.approx(manual_kl(logits), rel=1e-5)
     opt = torch.optim.SGD([logits], lr=0.5)
     first = loss.item()
     for _ in range(200):
         opt.zero_grad()
-        loss = kd_loss(logits, teacher, mask, hard, temperature=1.0, alpha=1.0)
+        loss = hinton_kd_loss(logits, teacher, mask, hard, temperature=1.0, alpha=1.0)
         loss.backward()
         opt.step()
     assert loss.item() < first / 20
@@ -155,7 +155,7 @@ def test_kd_loss_is_zero_when_student_equals_teacher_at_any_temperature():
     teacher = torch.tensor([[0.6, 0.3, 0.1]])
     mask = torch.ones(1, 3, dtype=torch.bool)
     for t in (1.0, 2.0, 5.0):
-        assert kd_loss(torch.log(teacher), teacher, mask, torch.tensor([0]), t, 1.0).item() == pytest.approx(0, abs=1e-6)
+        assert hinton_kd_loss(torch.log(teacher), teacher, mask, torch.tensor([0]), t, 1.0).item() == pytest.approx(0, abs=1e-6)
 
 
 def test_deterministic_and_round_trips(tmp_path, topic_split, kd_student):
