@@ -89,10 +89,11 @@ def _data_list(data) -> None:
 
 def cmd_synth(args: argparse.Namespace) -> None:
     from store.runs import recorded_run
+    from synth.kinds import NEEDS_NO_TEACHER, SynthSettings, run_kind
     from store.store import Store
     from clients.models import model_path
     from clients.teachers import get_teacher
-    if args.kind != "import-recorded":
+    if args.kind not in NEEDS_NO_TEACHER:
         if not args.teacher:
             raise DistillError(f"synth --kind {args.kind} needs --teacher (e.g. --teacher gemma-3-270m)")
         if not args.teacher.startswith("api:"):
@@ -102,8 +103,10 @@ def cmd_synth(args: argparse.Namespace) -> None:
                           price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
                           max_budget_usd=args.max_budget_usd, batch=args.batch or None,
                           poll_s=args.batch_poll_s) if args.teacher else None
+    settings = SynthSettings(split=args.split, limit=args.limit, samples=args.samples, temperature=args.temperature,
+                             max_new_tokens=args.max_new_tokens, examples=args.examples, seed=args.seed)
     with Store(args.store) as store, recorded_run(store, "synth", _config(args)) as run:
-        print(json.dumps(run_synth_kind(store, teacher, args, run.run_id), indent=1))
+        print(json.dumps(run_kind(args.kind, store, teacher, args.pool, run.run_id, settings), indent=1))
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -117,36 +120,6 @@ def _price(text: str) -> tuple[float, float]:
     except ValueError:
         raise DistillError(f"--price {text!r} must be 'INPUT,OUTPUT' USD per million tokens, e.g. 0.15,0.6") from None
     return prompt_price, completion_price
-
-
-def run_synth_kind(store, teacher, args: argparse.Namespace, run_id: str) -> dict:
-    """Dispatch one kind of teacher signal; every kind reads and writes the store."""
-    from synth import critique, expand, react, recorded
-    from synth.cot import CotParams, generate_traces
-    if args.kind == "cot":
-        params = CotParams(num_samples=args.samples, temperature=args.temperature,
-                           max_new_tokens=args.max_new_tokens, num_examples=args.examples, seed=args.seed)
-        return generate_traces(store, teacher, args.pool, params, run_id, split=args.split, limit=args.limit)
-    if args.kind == "critique":
-        return critique.critique_traces(store, teacher, args.pool, run_id, args.max_new_tokens, args.limit)
-    if args.kind == "revise":
-        return critique.revise_traces(store, teacher, args.pool, run_id, args.max_new_tokens, args.limit)
-    if args.kind == "judge":
-        return critique.judge_traces(store, teacher, args.pool, run_id, limit=args.limit)
-    if args.kind == "judge-pairs":
-        return critique.judge_pairs(store, teacher, args.pool, run_id, limit=args.limit)
-    if args.kind in ("self-instruct", "evolve"):
-        return expand.expand_prompts(store, teacher, args.pool, run_id, method=args.kind.replace("-", "_"),
-                                     count=args.limit or 16, seed=args.seed)
-    if args.kind == "import-recorded":
-        return recorded.import_recorded(store, args.pool, run_id)
-    if args.kind == "react":
-        return react.generate_trajectories(store, teacher, args.pool, run_id, max_new_tokens=args.max_new_tokens,
-                                           limit=args.limit, split=args.split)
-    if args.kind == "bfcl":
-        return react.generate_bfcl_calls(store, teacher, args.pool, run_id, max_new_tokens=args.max_new_tokens,
-                                         limit=args.limit, split=args.split)
-    raise DistillError(f"unknown kind '{args.kind}'")
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:
@@ -229,6 +202,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from synth.kinds import KINDS  # a light registry: the stages load when their kind runs
     parser = argparse.ArgumentParser(prog="distill", description="Reasoning and alignment distillation, offline.")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -256,8 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "synth", "generate teacher signal: traces, critiques, revisions, judge scores, prompts",
              "distill synth --pool gsm8k --teacher gemma-3-270m --samples 2 --limit 16\n"
              "  distill synth --kind critique --pool gsm8k --teacher smollm2-135m-instruct")
-    p.add_argument("--kind", default="cot", choices=["cot", "critique", "revise", "judge", "judge-pairs",
-                                                     "self-instruct", "evolve", "import-recorded", "react", "bfcl"])
+    p.add_argument("--kind", default="cot", choices=list(KINDS))
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", required=True)
     p.add_argument("--teacher", help="gemma-3-270m | smollm2-135m-instruct | path | HF id")

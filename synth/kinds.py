@@ -1,0 +1,94 @@
+"""Every kind of teacher signal `distill synth --kind` makes, by name: one registry entry each.
+
+A kind is a function (store, teacher, pool, run_id, SynthSettings) -> counts; adding one is an
+entry in KINDS, not a branch in the CLI. Stage modules are imported when their kind runs, so
+importing this registry (the CLI's `--help` does) loads neither duckdb nor a model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+from core.errors import DistillError
+
+if TYPE_CHECKING:
+    from clients.teachers import Teacher
+    from store.store import Store
+
+
+@dataclass(frozen=True)
+class SynthSettings:
+    """What `distill synth` passes every kind (each kind reads the fields it needs)."""
+    split: str = "train"
+    limit: int | None = None
+    samples: int = 2
+    temperature: float = 0.7
+    max_new_tokens: int = 64
+    examples: int = 2
+    seed: int = 0
+
+
+def _cot(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.cot import CotParams, generate_traces
+
+    params = CotParams(num_samples=s.samples, temperature=s.temperature, max_new_tokens=s.max_new_tokens,
+                       num_examples=s.examples, seed=s.seed)
+    return generate_traces(store, teacher, pool, params, run_id, split=s.split, limit=s.limit)
+
+
+def _critique(stage: str) -> Callable[..., dict]:
+    def run(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+        from synth import critique
+
+        if stage in ("critique_traces", "revise_traces"):
+            return getattr(critique, stage)(store, teacher, pool, run_id, s.max_new_tokens, s.limit)
+        return getattr(critique, stage)(store, teacher, pool, run_id, limit=s.limit)
+    return run
+
+
+def _expand(method: str) -> Callable[..., dict]:
+    def run(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+        from synth.expand import expand_prompts
+
+        return expand_prompts(store, teacher, pool, run_id, method=method, count=s.limit or 16, seed=s.seed)
+    return run
+
+
+def _recorded(store: Store, teacher: Any, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.recorded import import_recorded
+
+    return import_recorded(store, pool, run_id)
+
+
+def _react(stage: str) -> Callable[..., dict]:
+    def run(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+        from synth import react
+
+        return getattr(react, stage)(store, teacher, pool, run_id, max_new_tokens=s.max_new_tokens, limit=s.limit,
+                                     split=s.split)
+    return run
+
+
+KINDS: dict[str, Callable[..., dict]] = {
+    "cot": _cot,
+    "critique": _critique("critique_traces"),
+    "revise": _critique("revise_traces"),
+    "judge": _critique("judge_traces"),
+    "judge-pairs": _critique("judge_pairs"),
+    "self-instruct": _expand("self_instruct"),
+    "evolve": _expand("evolve"),
+    "import-recorded": _recorded,
+    "react": _react("generate_trajectories"),
+    "bfcl": _react("generate_bfcl_calls"),
+}
+NEEDS_NO_TEACHER = ("import-recorded",)
+
+
+def run_kind(kind: str, store: Store, teacher: Teacher | None, pool: str, run_id: str,
+             settings: SynthSettings = SynthSettings()) -> dict:
+    """Run one kind of teacher signal on a pool; every kind reads and writes the store."""
+    if kind not in KINDS:
+        raise DistillError(f"unknown kind '{kind}': use one of {', '.join(KINDS)}")
+    if teacher is None and kind not in NEEDS_NO_TEACHER:
+        raise DistillError(f"synth --kind {kind} needs --teacher (e.g. --teacher gemma-3-270m)")
+    return KINDS[kind](store, teacher, pool, run_id, settings)
