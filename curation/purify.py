@@ -32,7 +32,7 @@ from core.errors import DistillError
 
 METHOD = "verified_first"
 METHODS = ("verified_first", "majority", "plackett_luce", "classifier_router", "similarity_router", "bandit",
-           "llm_aggregate")
+           "llm_aggregate")  # the keys of PICKERS (below), then llm_aggregate
 
 
 @dataclass
@@ -150,12 +150,73 @@ def _sample_vote(shares: dict[str, np.ndarray], weights: np.ndarray) -> tuple[st
     return max(sorted(tally), key=lambda k: tally[k]), tally
 
 
+@dataclass
+class PromptView:
+    """What a picker sees of one prompt: its answered samples, their votes, each teacher's answer and,
+    for the learned methods, each teacher's fitted score on this prompt."""
+
+    cands: Candidates
+    prompt_id: str
+    members: list[dict]
+    use_gold: bool
+    scores: np.ndarray | None
+    n_wrong: float
+
+    @property
+    def votes(self) -> Counter:
+        return Counter(c["key"] for c in self.members)
+
+    @property
+    def answers(self) -> list[str | None]:
+        return self.cands.teacher_answers(self.prompt_id)
+
+
+def _verified_first(v: PromptView) -> tuple[str, dict]:
+    votes = v.votes
+    return min(v.members, key=lambda c: ((v.use_gold and not c["passed"]), -votes[c["key"]],
+                                         len(c["reasoning"] or ""), c["id"]))["key"], {}
+
+
+def _majority(v: PromptView) -> tuple[str, dict]:
+    votes = v.votes
+    return max(sorted(votes), key=lambda k: votes[k]), {"votes": dict(votes)}
+
+
+def _bandit(v: PromptView) -> tuple[str, dict]:
+    """The selected teacher's own (self-consistent) answer."""
+    answers = v.answers
+    j = next(j for j in np.argsort(-v.scores, kind="stable") if answers[j] is not None)
+    return answers[j], {"selected_teacher": v.cands.teachers[j]}
+
+
+def _weighted_vote(weights: np.ndarray, v: PromptView) -> tuple[str, dict]:
+    key, tally = _sample_vote(v.cands.shares(v.prompt_id), weights)
+    return key, {"tally": {k: round(t, 4) for k, t in tally.items()}}
+
+
+def _plackett_luce(v: PromptView) -> tuple[str, dict]:
+    return _weighted_vote(v.scores, v)
+
+
+def _router(v: PromptView) -> tuple[str, dict]:
+    """Naive-Bayes log-odds of P(teacher right on this prompt), see routers.combine_answers."""
+    p_right = np.clip(v.scores, 0.02, 0.98)
+    return _weighted_vote(np.log(p_right / (1 - p_right)) + np.log(v.n_wrong), v)
+
+
+# One entry per method that picks among the stored candidates (llm_aggregate writes a new trace
+# instead: curation/aggregate.py). LEARNED methods first fit per-teacher scores on the fit split.
+PICKERS = {"verified_first": _verified_first, "majority": _majority, "plackett_luce": _plackett_luce,
+           "classifier_router": _router, "similarity_router": _router, "bandit": _bandit}
+LEARNED = ("plackett_luce", "classifier_router", "similarity_router", "bandit")
+
+
 def choose(cands: Candidates, method: str, target: list[str], fit: list[str], gold_splits: tuple[str, ...]) -> list[dict]:
     """One purified row (without run id) per target prompt that has any answer."""
     from curation.routers import estimate_n_wrong
 
     scores, n_wrong = None, 1.0
-    if method in ("plackett_luce", "classifier_router", "similarity_router", "bandit"):
+    if method in LEARNED:
         scores = teacher_scores(cands, method, fit, target)
         # Wrong answers to open questions rarely coincide, so agreement is evidence: n_wrong says
         # how much (1 for yes/no, ~3-4 on CHAMP), estimated from the fit split's wrong answers.
@@ -166,28 +227,10 @@ def choose(cands: Candidates, method: str, target: list[str], fit: list[str], go
         if not members:
             continue
         use_gold = cands.split[p] in gold_splits
-        answers = cands.teacher_answers(p)
-        votes = Counter(c["key"] for c in members)
+        view = PromptView(cands, p, members, use_gold, None if scores is None else scores[i], n_wrong)
+        key, extra = PICKERS[method](view)
         detail: dict = {"candidates": len(members), "teachers": sorted({c["teacher"] for c in members}),
-                        "agreement": teacher_agreement(answers)}
-        if method == "verified_first":
-            key = min(members, key=lambda c: ((use_gold and not c["passed"]), -votes[c["key"]],
-                                              len(c["reasoning"] or ""), c["id"]))["key"]
-        elif method == "majority":
-            key = max(sorted(votes), key=lambda k: votes[k])
-            detail["votes"] = dict(votes)
-        elif method == "bandit":  # the selected teacher's own (self-consistent) answer
-            j = next(j for j in np.argsort(-scores[i], kind="stable") if answers[j] is not None)
-            key = answers[j]
-            detail["selected_teacher"] = cands.teachers[j]
-        else:
-            if method == "plackett_luce":
-                weights = scores[i]
-            else:  # naive-Bayes log-odds of P(teacher right on this prompt), see routers.combine_answers
-                p_right = np.clip(scores[i], 0.02, 0.98)
-                weights = np.log(p_right / (1 - p_right)) + np.log(n_wrong)
-            key, tally = _sample_vote(cands.shares(p), weights)
-            detail["tally"] = {k: round(v, 4) for k, v in tally.items()}
+                        "agreement": teacher_agreement(view.answers), **extra}
         if scores is not None:
             detail["scores"] = {t: round(float(v), 4) for t, v in zip(cands.teachers, scores[i])}
         pick = _representative([c for c in members if c["key"] == key], use_gold)

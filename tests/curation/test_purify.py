@@ -147,3 +147,9 @@ def test_word_answers_to_multiple_choice_questions_are_candidates(store):
     c.verify()
     out = purify(store, "words", "r", "verified_first")
     assert out["selected"] == 12 and out["by_teacher"] == {"right": 12}
+
+
+def test_every_method_is_one_registry_entry():
+    from curation.purify import LEARNED, METHODS, PICKERS
+
+    assert METHODS == (*PICKERS, "llm_aggregate") and set(LEARNED) < set(PICKERS)
