@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -162,11 +163,11 @@ class PromptView:
     scores: np.ndarray | None
     n_wrong: float
 
-    @property
+    @cached_property
     def votes(self) -> Counter:
         return Counter(c["key"] for c in self.members)
 
-    @property
+    @cached_property
     def answers(self) -> list[str | None]:
         return self.cands.teacher_answers(self.prompt_id)
 

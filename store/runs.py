@@ -3,7 +3,8 @@
 The run starts before the work and finishes after it: `done`, `cached` (the summary says
 `cached: True`: a finished result was reused) or `failed` (the error is recorded and re-raised,
 Ctrl-C included), with wall time plus any timings the stage adds. Its config is written without
-secret-looking keys or values. Under `accelerate launch` only the main process writes.
+secret-looking keys or values (Store.start_run / finish_run drop them: the one place a run's config
+is written). Under `accelerate launch` only the main process writes.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from core.secrets import public_config
 from store.store import Store
 
 def is_main_process() -> bool:
@@ -32,14 +32,14 @@ class Run:
     timings: dict = field(default_factory=dict)
 
     def add_config(self, **parts: Any) -> None:
-        self.config.update(public_config(parts))
+        self.config.update(parts)
 
 
 @contextmanager
 def recorded_run(store: Store | str | Path | None, stage: str, config: dict) -> Iterator[Run]:
     """Record the enclosed work as a run of `stage`. `store` is an open Store, a path (opened only to
     start and to finish, so a long training holds no lock on it), or None (nothing recorded)."""
-    run = Run(public_config(dict(config)))
+    run = Run(dict(config))
     if store is None or not is_main_process():
         yield run
         return

@@ -36,14 +36,28 @@ def _cot(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSetting
     return generate_traces(store, teacher, pool, params, run_id, split=s.split, limit=s.limit)
 
 
-def _critique(stage: str) -> Callable[..., dict]:
-    def run(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
-        from synth import critique
+def _critique(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.critique import critique_traces
 
-        if stage in ("critique_traces", "revise_traces"):
-            return getattr(critique, stage)(store, teacher, pool, run_id, s.max_new_tokens, s.limit)
-        return getattr(critique, stage)(store, teacher, pool, run_id, limit=s.limit)
-    return run
+    return critique_traces(store, teacher, pool, run_id, s.max_new_tokens, s.limit)
+
+
+def _revise(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.critique import revise_traces
+
+    return revise_traces(store, teacher, pool, run_id, s.max_new_tokens, s.limit)
+
+
+def _judge(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.critique import judge_traces
+
+    return judge_traces(store, teacher, pool, run_id, limit=s.limit)
+
+
+def _judge_pairs(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.critique import judge_pairs
+
+    return judge_pairs(store, teacher, pool, run_id, limit=s.limit)
 
 
 def _expand(method: str) -> Callable[..., dict]:
@@ -60,26 +74,31 @@ def _recorded(store: Store, teacher: Any, pool: str, run_id: str, s: SynthSettin
     return import_recorded(store, pool, run_id)
 
 
-def _react(stage: str) -> Callable[..., dict]:
-    def run(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
-        from synth import react
+def _react(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.react import generate_trajectories
 
-        return getattr(react, stage)(store, teacher, pool, run_id, max_new_tokens=s.max_new_tokens, limit=s.limit,
-                                     split=s.split)
-    return run
+    return generate_trajectories(store, teacher, pool, run_id, max_new_tokens=s.max_new_tokens, limit=s.limit,
+                                 split=s.split)
+
+
+def _bfcl(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
+    from synth.react import generate_bfcl_calls
+
+    return generate_bfcl_calls(store, teacher, pool, run_id, max_new_tokens=s.max_new_tokens, limit=s.limit,
+                               split=s.split)
 
 
 KINDS: dict[str, Callable[..., dict]] = {
     "cot": _cot,
-    "critique": _critique("critique_traces"),
-    "revise": _critique("revise_traces"),
-    "judge": _critique("judge_traces"),
-    "judge-pairs": _critique("judge_pairs"),
+    "critique": _critique,
+    "revise": _revise,
+    "judge": _judge,
+    "judge-pairs": _judge_pairs,
     "self-instruct": _expand("self_instruct"),
     "evolve": _expand("evolve"),
     "import-recorded": _recorded,
-    "react": _react("generate_trajectories"),
-    "bfcl": _react("generate_bfcl_calls"),
+    "react": _react,
+    "bfcl": _bfcl,
 }
 NEEDS_NO_TEACHER = ("import-recorded",)
 

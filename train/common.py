@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import DistillError
+from store.runs import Run
 
 
 def cached_summary(final_dir: Path) -> dict | None:
@@ -79,7 +80,7 @@ def checkpoint_dirs(final_dir: str | Path) -> list[str]:
     return [str(p) for p in sorted(saved, key=lambda p: (len(p.name), p.name))] + [str(final_dir)]
 
 
-def record_summary(run: Any, summary: dict) -> None:
+def record_summary(run: Run, summary: dict) -> None:
     """What a training run records: its summary with the checkpoint dirs listed after the final
     model's, and the trainer's own runtime next to the wall time."""
     if summary.get("model_dir"):
