@@ -52,7 +52,8 @@ def main() -> None:
     for ps in preds.values():  # the untouched train rows play the test split
         for q in ps:
             q["split"] = "test" if q["split"] == "train" else q["split"]
-    r = analyse(preds, student.name, [teacher.name], signal=args.signal, max_teacher_share=args.max_teacher_share)
+    r = analyse(preds, student.name, [teacher.name], signal=args.signal,
+                max_teacher_share=args.max_teacher_share).to_dict()
     rows = {x["role"]: x for x in r["rows"]}
     cvr, gain = r["cascade_vs_random"], r["curve_vs_random"]
     print(f"{args.task}: calibration n={len(calib)}, fresh (train split) n={len(fresh)}, signal {r['signal']}")

@@ -194,14 +194,14 @@ def probe(store, models, task, style, shots, n, shares, signals) -> dict:
         for signal in signals:
             for share in shares:
                 r = analyse({STUDENT: preds[STUDENT], t: preds[t]}, STUDENT, [t], signal=signal,
-                            max_teacher_share=share)
+                            max_teacher_share=share).to_dict()
                 cvr = r["cascade_vs_random"]
                 res["cascade"][f"{t}|{signal}|{share}"] = {
                     "test_share": round(cvr["teacher_share"], 3), "diff": round(cvr["difference"], 4),
                     "ci_low": round(cvr["ci_low"], 4), "ci_high": round(cvr["ci_high"], 4),
                     "cascade_acc": round(next(x["accuracy"] for x in r["rows"] if x["role"] == "cascade"), 4),
                     "curve_vs_random": {k: round(r["curve_vs_random"][k], 4) for k in ("value", "ci_low", "ci_high")},
-                    "test_auroc": round(r["calibration"]["auroc"], 4)}
+                    "test_auroc": round(r["confidence_quality"]["after"]["auroc"]["value"], 4)}
     return res
 
 

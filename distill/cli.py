@@ -21,9 +21,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     config = make_config(preset, args.config, args.set)
     out = run_demo(config)
     print("\nstage timings (s): " + ", ".join(f"{k} {v}" for k, v in out["timings"].items()))
-    rows = out["eval"]["rows"]
-    for row in rows:
-        print(f"  {row['model']:<40} accuracy {row['accuracy']:.3f}  teacher share {row['teacher_share']:.2f}")
+    for row in out["eval"].rows:
+        print(f"  {row.model:<40} accuracy {row.accuracy or 0:.3f}  teacher share {row.teacher_share or 0:.2f}")
     print(f"report: {out['report']}")
 
 

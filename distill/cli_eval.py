@@ -5,7 +5,9 @@ import argparse
 
 from core.errors import DistillError
 from evals.calibrate import METHODS
+from evals.results import CascadeResult, Interval
 from evals.signals import DEBIAS, PROMPT_STYLES, SIGNALS
+from evals.settings import CascadeSettings
 
 
 def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +29,8 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="prompt variants the student answers (3 or more for the agreement signal)")
     g.add_argument("--self-verify", action="store_true",
                    help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
+    g.add_argument("--committee", action="store_true",
+                   help="add the teachers' averaged option distribution as one more teacher (2+ teachers)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
     g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
     g.add_argument("--prompt-style", default="mc", choices=PROMPT_STYLES,
@@ -55,71 +59,64 @@ def parse_prices(items: list[str]) -> dict[str, float]:
     return prices
 
 
+def cascade_settings(args: argparse.Namespace) -> CascadeSettings:
+    """The typed settings behind `distill eval cascade`'s flags."""
+    return CascadeSettings(signal=args.signal, calibration=args.calibration, target_accuracy=args.target_accuracy,
+                           max_teacher_share=args.max_teacher_share, max_cost_per_1k=args.max_cost_per_1k,
+                           delta=args.delta, prices=parse_prices(args.price), shots=args.shots,
+                           balanced_shots=args.balanced_shots, variants=args.variants, self_verify=args.self_verify,
+                           limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
+                           resplits=args.resplits, rationales=args.rationales, debias=args.debias,
+                           prompt_style=args.prompt_style, committee=args.committee, seed=args.seed)
+
+
 def run_cascade_eval(args: argparse.Namespace) -> None:
     if not args.task:
         raise DistillError("distill eval cascade needs --task (a task from `distill data list`, e.g. --task arc_easy, "
                            "or a labelled file)")
-    for name in ("target_accuracy", "max_teacher_share", "delta"):
-        value = getattr(args, name)
-        if value is not None and not 0 <= value <= 1:
-            raise DistillError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
-    if args.delta is not None and args.target_accuracy is None:
-        raise DistillError("--delta is a guarantee on --target-accuracy: give both")
-    if args.max_cost_per_1k is not None and not args.max_cost_per_1k >= 0:
-        raise DistillError(f"--max-cost-per-1k must be a cost >= 0 in USD, got {args.max_cost_per_1k}")
-    prices = parse_prices(args.price)
-    if args.max_cost_per_1k is not None and not prices:
-        raise DistillError("--max-cost-per-1k needs model prices: add --price MODEL=USD_PER_1M_TOKENS")
+    settings = cascade_settings(args)
+    settings.check()  # before the models load: a bad flag costs nothing
     from store.runs import recorded_run
     from store.store import Store
-    from evals.task_eval import evaluate_task
     from clients.teachers import get_teacher
+    from evals.task_eval import evaluate_task
 
     with Store(args.store) as store:
         student = get_teacher(args.student)
         teachers = [get_teacher(t) for t in args.teacher]
         config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")}
         with recorded_run(store, "eval-cascade", config) as run:
-            out = evaluate_task(store, args.task, student, teachers, args.out, run.run_id, signal=args.signal,
-                                calibration=args.calibration, target_accuracy=args.target_accuracy,
-                                max_teacher_share=args.max_teacher_share, max_cost_per_1k=args.max_cost_per_1k,
-                                delta=args.delta, prices=prices, shots=args.shots, variants=args.variants,
-                                limit=args.limit, kd_baseline=not args.no_kd_baseline, kd_train=args.kd_train,
-                                resplits=args.resplits, rationales=args.rationales, self_verify=args.self_verify,
-                                balanced_shots=args.balanced_shots, debias=args.debias,
-                                prompt_style=args.prompt_style,
-                                seed=args.seed)
-    print_summary(out["result"])
-    print(f"report: {out['report']}\ncascade spec (for distill serve --cascade): {out['cascade_spec']}")
+            out = evaluate_task(store, args.task, student, teachers, args.out, run.run_id, settings)
+    print_summary(out.result)
+    print(f"report: {out.report}\ncascade spec (for distill serve --cascade): {out.cascade_spec}")
 
 
-def _ci(d: dict | None) -> str:
-    if not d or d.get("value") is None:
+def _ci(d: Interval) -> str:
+    if d.value is None:
         return "n/a"
-    low, high = d.get("ci_low"), d.get("ci_high")
-    return f"{d['value']:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    low, high = d.ci_low, d.ci_high
+    return f"{d.value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
 
 
-def print_summary(result: dict) -> None:
+def print_summary(result: CascadeResult) -> None:
     """The headline numbers on stdout: rows, cascade vs random, APGR/CPT, ECE, re-split hold rate."""
-    for row in result["rows"]:
-        print(f"{row['model'][:40]:<40} {row['role']:<12} acc {row['accuracy']:.3f} "
-              f"[{row['ci_low'] or 0:.3f}, {row['ci_high'] or 0:.3f}]  teacher calls {row['teacher_share']:.0%}")
-    cvr = result["cascade_vs_random"]
-    print(f"cascade - random routing at {cvr['teacher_share']:.0%} teacher calls: {cvr['difference']:+.3f} "
-          f"[{cvr['ci_low']:+.3f}, {cvr['ci_high']:+.3f}]")
-    cis = result["metric_cis"]
+    for row in result.rows:
+        print(f"{row.model[:40]:<40} {row.role:<12} acc {row.accuracy or 0:.3f} "
+              f"[{row.ci_low or 0:.3f}, {row.ci_high or 0:.3f}]  teacher calls {row.teacher_share or 0:.0%}")
+    cvr = result.cascade_vs_random
+    print(f"cascade - random routing at {cvr.teacher_share or 0:.0%} teacher calls: {cvr.difference or 0:+.3f} "
+          f"[{cvr.ci_low or 0:+.3f}, {cvr.ci_high or 0:+.3f}]")
+    cis = result.metric_cis
     print(f"APGR {_ci(cis['apgr'])}  CPT(50%) {_ci(cis['cpt_50'])}  CPT(80%) {_ci(cis['cpt_80'])}")
-    q = result["confidence_quality"]
-    if result.get("signal_selection"):
-        print(f"signal auto -> {result['signal']} (calibration AUROC "
-              + ", ".join(f"{k} {v:.3f}" for k, v in result["signal_selection"]["calibration_auroc"].items()) + ")")
-    if "curve_vs_random" in result:
-        print(f"gain over random routing, whole curve: {_ci(result['curve_vs_random'])}")
-    print(f"ECE before {_ci(q['before']['ece'])} after {_ci(q['after']['ece'])} ({result['calibrator']['method']}); "
-          f"AUROC {_ci(q['after']['auroc'])}")
-    if "resplits" in result:
-        r = result["resplits"]
+    if result.signal_selection:
+        print(f"signal auto -> {result.signal} (calibration AUROC "
+              + ", ".join(f"{k} {v:.3f}" for k, v in result.signal_selection["calibration_auroc"].items()) + ")")
+    print(f"gain over random routing, whole curve: {_ci(result.curve_vs_random)}")
+    q = result.confidence_quality
+    print(f"ECE before {_ci(q['before'].ece)} after {_ci(q['after'].ece)} ({result.calibrator['method']}); "
+          f"AUROC {_ci(q['after'].auroc)}")
+    if result.resplits:
+        r = result.resplits
         print(f"accuracy target {r['target_accuracy']:.3f} held on the test half in {r['hits']}/{r['n']} "
               f"random re-splits ({r['rate']:.0%}; delta {r['delta']}; certified on the calibration half in "
               f"{sum(bool(x['reached_on_calibration']) for x in r['runs'])}/{r['n']})")

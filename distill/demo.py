@@ -137,7 +137,8 @@ def run_demo(config: DemoConfig) -> dict:
     from curation.verify import VERIFIER, verify_samples
     from distill.demo_sections import demo_sections
     from distill.distill_data import build_sft_data
-    from evals.scoring import check_scoring_options
+    from evals.signals import check_scoring_options
+    from evals.settings import CascadeSettings
     from evals.task_eval import evaluate_task, load_task_pool
     from prompts.data import load_task
     from synth.cot import CotParams, generate_traces
@@ -190,22 +191,23 @@ def run_demo(config: DemoConfig) -> dict:
         # The untrained student, on the same prompts. When it is also a teacher its scores are the
         # teacher's own cached requests (same model, same prompt): no extra model call.
         before = get_teacher(config.student, config.batch_size)
+        cascade = CascadeSettings(signal=config.signal, max_teacher_share=config.max_teacher_share,
+                                  shots=config.shots, limit=config.eval_prompts, prompt_style=config.prompt_style,
+                                  committee=config.committee, kd_baseline=False, rationales=0, resplits=0,
+                                  seed=config.seed, prices=_prices(config, student.name))
         evaluated = clock.run("eval", {"pool": pool, "limit": config.eval_prompts}, lambda run_id: evaluate_task(
-            store, config.task, student, teachers, out / "report", run_id, signal=config.signal,
-            max_teacher_share=config.max_teacher_share, shots=config.shots, limit=config.eval_prompts,
-            prompt_style=config.prompt_style, committee=config.committee, baselines=[before],
-            kd_baseline=False, rationales=0, resplits=0, seed=config.seed, title=f"Distillation demo: {config.task}",
-            prices=_prices(config, student.name)))
+            store, config.task, student, teachers, out / "report", run_id, cascade, baselines=[before],
+            title=f"Distillation demo: {config.task}"))
         timings = dict(clock.timings, total=round(time.perf_counter() - began, 1))
         # The report's own sections (data, funnel, training, savings, timings) are known only now:
         # write the report once more with them, from the same result.
         from evals.report import write_cascade_report
         why = DEFAULT_TASK_WHY if config.task == DemoConfig.task else "chosen by the user (`--set task=...`)."
-        sections = demo_sections(config, results, trained, evaluated["result"], timings, why)
-        report = write_cascade_report(evaluated["result"], out / "report", f"Distillation demo: {config.task}",
+        sections = demo_sections(config, results, trained, evaluated.result, timings, why)
+        report = write_cascade_report(evaluated.result, out / "report", f"Distillation demo: {config.task}",
                                       sections)
         demo.timings.update(timings)
-    return {"timings": timings, "report": str(report), "results": results, "eval": evaluated["result"]}
+    return {"timings": timings, "report": str(report), "results": results, "eval": evaluated.result}
 
 
 def _prices(config: DemoConfig, trained_name: str) -> dict[str, float]:

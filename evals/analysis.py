@@ -15,7 +15,8 @@ from core.errors import DistillError
 from core.stats import bootstrap_ci
 from evals import metrics
 from evals.calibrate import choose_threshold, fit_calibrator
-from evals.cascade import ModelAnswers, cascade_curve, evaluate, jsonable
+from evals.cascade import ModelAnswers, cascade_curve, evaluate
+from evals.results import CascadeResult, ConfidenceQuality, Fidelity, Interval, Row, Slice
 from evals.chain import chain_outcome, fit_chain
 from evals.signals import SIGNALS, fit_learned, signal_values
 
@@ -83,13 +84,12 @@ def check_signal(signal: str, preds: list[dict]) -> None:
                        f"{', '.join(available_signals(preds))} or auto")
 
 
-def _with_ci(fn, *arrays, seed: int) -> dict:
-    value, low, high = bootstrap_ci(fn, *arrays, n=500, seed=seed)
-    return {"value": value, "ci_low": low, "ci_high": high}
+def _with_ci(fn, *arrays, seed: int) -> Interval:
+    return Interval.of(bootstrap_ci(fn, *arrays, n=500, seed=seed))
 
 
 def _routing_cis(s_ok: np.ndarray, t_ok: np.ndarray, conf: np.ndarray, s_tok: np.ndarray,
-                 t_tok: np.ndarray, seed: int) -> dict:
+                 t_tok: np.ndarray, seed: int) -> dict[str, Interval]:
     """APGR and CPT(50%/80%) recomputed on bootstrap resamples of the test items."""
     def stat(kind):
         def fn(a, b, c, d, e):
@@ -103,32 +103,30 @@ def _routing_cis(s_ok: np.ndarray, t_ok: np.ndarray, conf: np.ndarray, s_tok: np
             for name, kind in (("apgr", "apgr"), ("cpt_50", 0.5), ("cpt_80", 0.8))}
 
 
-def _confidence_quality(raw: np.ndarray, conf: np.ndarray, ok: np.ndarray, seed: int) -> dict:
-    out = {}
-    for name, c in (("before", np.clip(raw, 0, 1)), ("after", conf)):
-        out[name] = {"ece": _with_ci(lambda x, y: metrics.ece(x, y, 10), c, ok, seed=seed),
-                     "brier": _with_ci(metrics.brier, c, ok, seed=seed),
-                     "auroc": _with_ci(metrics.auroc, c, ok, seed=seed),
-                     "bins": metrics.reliability_bins(c, ok, 10)}
-    return out
+def _confidence_quality(raw: np.ndarray, conf: np.ndarray, ok: np.ndarray, seed: int) -> dict[str, ConfidenceQuality]:
+    return {name: ConfidenceQuality(ece=_with_ci(lambda x, y: metrics.ece(x, y, 10), c, ok, seed=seed),
+                                    brier=_with_ci(metrics.brier, c, ok, seed=seed),
+                                    auroc=_with_ci(metrics.auroc, c, ok, seed=seed),
+                                    bins=metrics.reliability_bins(c, ok, 10))
+            for name, c in (("before", np.clip(raw, 0, 1)), ("after", conf))}
 
 
 def _slices(test: dict[str, list[dict]], student: str, teacher: str, cascade_ok: np.ndarray,
-            slice_of: dict[str, str]) -> list[dict]:
+            slice_of: dict[str, str]) -> list[Slice]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(test[student]):
         groups[slice_of.get(p["prompt_id"], "all")].append(i)
     rows = []
     for name, idx in sorted(groups.items(), key=lambda kv: -len(kv[1])):
         s_ok, t_ok = ([preds[i]["correct"] for i in idx] for preds in (test[student], test[teacher]))
-        rows.append({"slice": name, "n": len(idx), "student": float(np.mean(s_ok)), "teacher": float(np.mean(t_ok)),
-                     "cascade": float(cascade_ok[idx].mean())})
+        rows.append(Slice(slice=name, n=len(idx), student=float(np.mean(s_ok)), teacher=float(np.mean(t_ok)),
+                          cascade=float(cascade_ok[idx].mean())))
     return rows
 
 
 def _chain(calib: dict[str, list[dict]], test: dict[str, list[dict]], models: list[str], conf_calib: np.ndarray,
            conf_test: np.ndarray, calibration: str, target_accuracy: float | None, prices: dict[str, float],
-           seed: int) -> tuple[dict, dict]:
+           seed: int) -> tuple[Row, dict]:
     """The student -> teacher 1 -> ... -> last teacher chain (teachers in the order given).
 
     Middle models route on their own calibrated top-option probability (the sequence probability
@@ -150,12 +148,11 @@ def _chain(calib: dict[str, list[dict]], test: dict[str, list[dict]], models: li
     n, tokens = out["correct"].size, arrays(test, "tokens")
     paid = [np.where(out["answered_by"] >= i, tokens[i], 0) for i in range(len(models))]
     acc, low, high = bootstrap_ci(np.mean, out["correct"].astype(float), seed=seed)
-    row = {"model": "chain: " + " -> ".join(models), "role": "chain", "accuracy": acc, "ci_low": low,
-           "ci_high": high, "teacher_share": out["beyond_first"],
-           "teacher_tokens_per_1k": 1000 * sum(p.sum() for p in paid[1:]) / n,
-           "tokens_per_1k": 1000 * out["tokens"] / n, "n": n,
-           "cost_per_1k_usd": 1000 * sum(_cost(p, m, prices).sum() for p, m in zip(paid, models)) / n,
-           "latency_per_1k_s": None}
+    row = Row(model="chain: " + " -> ".join(models), role="chain", accuracy=acc, ci_low=low, ci_high=high,
+              teacher_share=float(out["beyond_first"]),
+              teacher_tokens_per_1k=1000 * float(sum(p.sum() for p in paid[1:])) / n,
+              tokens_per_1k=1000 * float(out["tokens"]) / n, n=n,
+              cost_per_1k_usd=1000 * float(sum(_cost(p, m, prices).sum() for p, m in zip(paid, models))) / n)
     share = {m: float((out["answered_by"] == i).mean()) for i, m in enumerate(models)}
     return row, {"models": models, "thresholds": thresholds, "calibrators": [c.to_dict() for c in cals],
                  "answered_share": share}
@@ -165,7 +162,7 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
             calibration: str = "platt", target_accuracy: float | None = None,
             max_teacher_share: float | None = None, max_cost_per_1k: float | None = None,
             delta: float | None = None, prices: dict[str, float] | None = None,
-            slice_of: dict[str, str] | None = None, seed: int = 0) -> dict:
+            slice_of: dict[str, str] | None = None, seed: int = 0) -> CascadeResult:
     """The cascade result for predictions `preds[model]` (dicts from evals.scoring.answer_items)."""
     prices = prices or {}
     calib = {m: _by_split(preds[m], "calibration") for m in [student, *teachers]}
@@ -201,40 +198,39 @@ def analyse(preds: dict[str, list[dict]], student: str, teachers: list[str], *, 
     t_test = t_tests[k]
     cascade_ok = np.where(escalated, t_test.correct, s_test.correct)
     lat = {m: np.array([p["latency_s"] for p in test[m]]) for m in test}
-    for row in result["rows"]:
-        share = row["teacher_share"]
-        if row["role"] == "teacher":
-            m = row["model"]
+    for row in result.rows:
+        share = row.teacher_share
+        if row.role == "teacher":
+            m = row.model
             cost, latency = _cost(t_tests[teachers.index(m)].tokens, m, prices).mean(), lat[m].mean()
         else:  # the student runs on every query; teacher cost and latency on the escalated share
-            esc = {"cascade": escalated, "oracle": ~s_test.correct & t_test.correct}.get(row["role"])
+            esc = {"cascade": escalated, "oracle": ~s_test.correct & t_test.correct}.get(row.role)
             t_cost = _cost(t_test.tokens, teacher, prices)
             t_part = (t_cost[esc].sum() / s_test.n, lat[teacher][esc].sum() / s_test.n) if esc is not None \
                 else (share * t_cost.mean(), share * lat[teacher].mean())
             cost = _cost(s_test.tokens, student, prices).mean() + t_part[0]
             latency = lat[student].mean() + t_part[1]
-        row["cost_per_1k_usd"], row["latency_per_1k_s"] = 1000 * cost, 1000 * latency
+        row.cost_per_1k_usd, row.latency_per_1k_s = 1000 * float(cost), 1000 * float(latency)
     if len(teachers) > 1:
-        chain_row, result["chain"] = _chain(calib, test, [student, *teachers], conf_calib, conf_test, calibration,
-                                            target_accuracy, prices, seed)
-        result["rows"].append(chain_row)
+        chain_row, result.chain = _chain(calib, test, [student, *teachers], conf_calib, conf_test, calibration,
+                                         target_accuracy, prices, seed)
+        result.rows.append(chain_row)
     ok = s_test.correct.astype(float)
     student_answers = [p["answer"] for p in test[student]]
     same = np.array([a == p["answer"] for a, p in zip(student_answers, test[teacher])], dtype=float)
-    result.update({
-        "signal": signal, "signal_selection": selection, "calibrator": calibrator.to_dict(), **fitted,
-        "fit": dict(result["fit"], chosen=chosen, delta=delta, max_cost_per_1k=max_cost_per_1k,
-                    calibration_method=calibration),
-        "curve_vs_random": _with_ci(metrics.curve_gain_over_random, s_test.correct, t_test.correct, conf_test,
-                                    seed=seed),
-        "metric_cis": _routing_cis(s_test.correct, t_test.correct, conf_test, s_test.tokens, t_test.tokens, seed),
-        "confidence_quality": _confidence_quality(raw_test, conf_test, ok, seed),
-        "risk_coverage": metrics.risk_coverage(conf_test, ok),
-        "aurc": metrics.aurc(conf_test, ok),
-        "fidelity": {"teacher": teacher, "answer_agreement": _with_ci(np.mean, same, seed=seed),
-                     "agreement_when_teacher_right": float(same[t_test.correct].mean())
-                     if t_test.correct.any() else math.nan},
-        "slices": _slices(test, student, teacher, cascade_ok, slice_of or {}),
-        "prices_per_1m_tokens": prices,
-    })
-    return jsonable(result)
+    result.fit.chosen, result.fit.delta = chosen, delta
+    result.fit.max_cost_per_1k, result.fit.calibration_method = max_cost_per_1k, calibration
+    result.signal, result.signal_selection, result.calibrator = signal, selection, calibrator.to_dict()
+    result.learned_head = fitted.get("learned_head")
+    result.curve_vs_random = _with_ci(metrics.curve_gain_over_random, s_test.correct, t_test.correct, conf_test,
+                                      seed=seed)
+    result.metric_cis = _routing_cis(s_test.correct, t_test.correct, conf_test, s_test.tokens, t_test.tokens, seed)
+    result.confidence_quality = _confidence_quality(raw_test, conf_test, ok, seed)
+    result.risk_coverage = metrics.risk_coverage(conf_test, ok)
+    result.aurc = metrics.aurc(conf_test, ok)
+    result.fidelity = Fidelity(teacher=teacher, answer_agreement=_with_ci(np.mean, same, seed=seed),
+                               agreement_when_teacher_right=float(same[t_test.correct].mean())
+                               if t_test.correct.any() else math.nan)
+    result.slices = _slices(test, student, teacher, cascade_ok, slice_of or {})
+    result.prices_per_1m_tokens = prices
+    return result

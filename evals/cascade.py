@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from core.stats import bootstrap_ci
 from evals import metrics
+from evals.results import CascadeResult, Fit, Row, VersusRandom
 
 
 @dataclass
@@ -187,29 +186,13 @@ def oracle_routing(student: ModelAnswers, teacher: ModelAnswers) -> dict:
     }
 
 
-def jsonable(obj: Any) -> Any:
-    """numpy -> Python types; inf/nan -> None, so json.dumps(allow_nan=False) works."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(obj) else None
-    return obj
-
-
 def _row(model: str, role: str, per_item: np.ndarray, share: float, teacher_tokens: float,
-         tokens: float, seed: int) -> dict:
+         tokens: float, seed: int) -> Row:
     """One table row; accuracy CI by bootstrap over test items."""
     n = per_item.size
     acc, low, high = bootstrap_ci(np.mean, per_item.astype(float), seed=seed)
-    return {"model": model, "role": role, "accuracy": acc, "ci_low": low, "ci_high": high,
-            "teacher_share": share, "teacher_tokens_per_1k": 1000 * teacher_tokens / n,
-            "tokens_per_1k": 1000 * tokens / n, "n": n}
+    return Row(model=model, role=role, accuracy=acc, ci_low=low, ci_high=high, teacher_share=float(share),
+               teacher_tokens_per_1k=1000 * float(teacher_tokens) / n, tokens_per_1k=1000 * float(tokens) / n, n=n)
 
 
 def evaluate(
@@ -221,8 +204,8 @@ def evaluate(
     max_teacher_share: float | None = None,
     seed: int = 0,
     threshold: float | None = None,
-) -> dict:
-    """Fit on calibration, score on test; returns a JSON-serialisable dict.
+) -> CascadeResult:
+    """Fit on calibration, score on test; the core of the result (evals.analysis adds the rest).
 
     The cascade teacher is the most accurate teacher on calibration (ties: first
     listed), so no choice looks at the test split. `threshold`, when given, was chosen
@@ -265,26 +248,13 @@ def evaluate(
     diff = bootstrap_ci(lambda a, b: float(np.mean(a - b)),
                                 out["correct"].astype(float), rand, seed=seed)
     curve = cascade_curve(s, t)
-    result = {
-        "student": s.name,
-        "cascade_teacher": t.name,
-        "threshold": threshold,
-        "threshold_text": repr(threshold) if math.isfinite(threshold) else str(threshold),
-        "fit": {"target_accuracy": target_accuracy, "max_teacher_share": max_teacher_share,
-                "n_calib": student_calib.n, "calib_accuracy": calib["accuracy"],
-                "calib_teacher_share": calib["teacher_share"],
-                "teacher_calib_accuracy": {m.name: m.accuracy for m in teachers_calib}},
-        "n_test": s.n,
-        "rows": rows,
-        "cascade_vs_random": {"teacher_share": share, "random_accuracy": float(rand.mean()),
-                              "difference": diff[0], "ci_low": diff[1], "ci_high": diff[2]},
-        "curve": curve,
-        "apgr": metrics.apgr(curve, s.accuracy, t.accuracy),
-        "cpt_50": metrics.cpt(curve, s.accuracy, t.accuracy, 0.5),
-        "cpt_80": metrics.cpt(curve, s.accuracy, t.accuracy, 0.8),
-        "calibration": {"ece": metrics.ece(s.confidence, s.correct, 10),
-                        "brier": metrics.brier(s.confidence, s.correct),
-                        "auroc": metrics.auroc(s.confidence, s.correct),
-                        "bins": metrics.reliability_bins(s.confidence, s.correct, 10)},
-    }
-    return jsonable(result)
+    return CascadeResult(
+        student=s.name, cascade_teacher=t.name, threshold=float(threshold),
+        fit=Fit(target_accuracy=target_accuracy, max_teacher_share=max_teacher_share, n_calib=student_calib.n,
+                calib_accuracy=calib["accuracy"], calib_teacher_share=calib["teacher_share"],
+                teacher_calib_accuracy={m.name: m.accuracy for m in teachers_calib}),
+        n_test=s.n, rows=rows,
+        cascade_vs_random=VersusRandom(teacher_share=share, random_accuracy=float(rand.mean()), difference=diff[0],
+                                       ci_low=diff[1], ci_high=diff[2]),
+        curve=curve, apgr=metrics.apgr(curve, s.accuracy, t.accuracy),
+        cpt_50=metrics.cpt(curve, s.accuracy, t.accuracy, 0.5), cpt_80=metrics.cpt(curve, s.accuracy, t.accuracy, 0.8))

@@ -1,6 +1,6 @@
 """Formatting helpers shared by the one report writer (evals.report).
 
-Undefined metrics arrive as None or NaN and render as "n/a"; nothing is computed here.
+Undefined metrics arrive as None, NaN or an infinity and render as "n/a"; nothing is computed here.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 
 def missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return x is None or (isinstance(x, float) and not math.isfinite(x))
 
 
 def pct(x: Any, digits: int = 1) -> str:

@@ -15,6 +15,7 @@ from curation.embed import embed_texts
 from store.store import Store
 from core.stats import bootstrap_ci
 from prompts.rows import PromptRow
+from prompts.templates import render_exact
 from engine.jobs import GenParams, Job, request_key
 from engine.engine import run_requests
 from clients.teachers import Teacher
@@ -27,8 +28,7 @@ OPENER = "Because"
 
 def rationale_prompt(row: PromptRow, answer: str) -> str:
     """The same text for every model, so differences come from the model, not the prompt."""
-    return (f"Question: {row.input}\nOptions: {'; '.join(row.choices or [])}\nAnswer: {answer}\n"
-            f"Explain the answer in one sentence.\nExplanation: {OPENER}")
+    return render_exact("eval_rationale.j2", row=row, answer=answer, opener=OPENER)
 
 
 def explain(store: Store, model: Teacher, rows: list[PromptRow], answers: list[str], run_id: str) -> list[str]:

@@ -2,8 +2,8 @@
 
 Writes report.md, four PNGs (cost-quality curve, reliability before/after calibration,
 risk-coverage, per-slice bars) and results.json beside them. Nothing is computed here
-beyond unit conversions; every number comes from the result dict. Any value may be None
-(undefined metric, infinite threshold, field a row does not have): it renders as "n/a".
+beyond unit conversions; every number comes from the typed result (evals.results). Any metric
+value may be None or NaN (undefined metric, field a row does not have): it renders as "n/a".
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import matplotlib
 
-from evals.cascade import jsonable
 from evals.formatting import cell, missing, num, pct
+from evals.results import CascadeResult, ConfidenceQuality, Fit, Interval, Row, VersusRandom
 
 matplotlib.use("Agg")  # headless: reports are written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,60 +28,56 @@ TOP_SLICES_TABLE = 30
 OTHER_COLOURS = ["tab:orange", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
 
 
-def _f(x: Any) -> float:  # for plotting: None becomes NaN, which matplotlib simply leaves out
+def _f(x: Any) -> float:  # for plotting: None and infinities become NaN, which matplotlib leaves out
     return math.nan if missing(x) else float(x)
 
 
-def _ci(m: Any, fmt: Callable[[Any], str] = num) -> str:
-    """'value [low, high]' from a {value, ci_low, ci_high} dict (or a bare value)."""
-    m = m if isinstance(m, dict) else {"value": m}
-    value, low, high = (fmt(m.get(k)) for k in ("value", "ci_low", "ci_high"))
+def _ci(m: Interval | None, fmt: Callable[[Any], str] = num) -> str:
+    """'value [low, high]', or the value alone when the interval is missing."""
+    m = m or Interval()
+    value, low, high = fmt(m.value), fmt(m.ci_low), fmt(m.ci_high)
     return value if "n/a" in (value, low, high) else f"{value} [{low}, {high}]"
 
 
-def _acc(row: dict) -> str:  # rows keep their CI beside "accuracy" rather than "value"
-    return _ci({**row, "value": row.get("accuracy")}, pct)
+def _acc(row: Row | None) -> str:  # rows keep their CI beside "accuracy"
+    return "n/a" if row is None else _ci(Interval(row.accuracy, row.ci_low, row.ci_high), pct)
 
 
 def _money(x: Any) -> str:  # per-1k costs span fractions of a cent (students) to $100s (API teachers)
     return "n/a" if missing(x) else format(x, ",.0f" if abs(x) >= 100 else ".2f" if abs(x) >= 1 else ".4f")
 
 
-def _roles(result: dict, role: str) -> list[dict]:
-    return [r for r in result.get("rows") or [] if r.get("role") == role]
-
-
-def _threshold_words(result: dict) -> str:  # starts a sentence of the summary
-    text, thr = result.get("threshold_text"), result.get("threshold")
-    if text == "-inf":
+def _threshold_words(result: CascadeResult) -> str:  # starts a sentence of the summary
+    thr = result.threshold
+    if thr == -math.inf:
         return "No query is escalated (the fitted threshold is -inf, so the student answers everything)"
-    if text == "inf":
+    if thr == math.inf:
         return "Every query is escalated (the fitted threshold is +inf, so the teacher answers everything)"
     if missing(thr):
         return "The escalation threshold is n/a"
     return f"A query is escalated when the student's calibrated confidence is below {thr:.3g}"
 
 
-def _goal_words(fit: dict) -> str:
+def _goal_words(fit: Fit) -> str:
     wording = {"target_accuracy": lambda v: f"target accuracy {pct(v)}",
                "max_teacher_share": lambda v: f"at most {pct(v)} teacher calls",
                "max_cost_per_1k": lambda v: f"at most ${v:g} per 1k queries"}
-    goal = [say(fit[k]) for k, say in wording.items() if not missing(fit.get(k))]
-    if not missing(fit.get("target_accuracy")) and not missing(fit.get("delta")):
-        goal[0] += f" with a Learn-then-Test guarantee at delta = {fit['delta']:g}"
-        g = (fit.get("chosen") or {}).get("guarantee") or {}
+    goal = [say(getattr(fit, k)) for k, say in wording.items() if not missing(getattr(fit, k))]
+    if not missing(fit.target_accuracy) and not missing(fit.delta):
+        goal[0] += f" with a Learn-then-Test guarantee at delta = {fit.delta:g}"
+        g = fit.chosen.get("guarantee") or {}
         if g.get("batch_size"):
             goal[0] += (f" for a batch of {g['batch_size']} queries (tested at {g['level']:g} against "
                         f"{pct(g['tested_accuracy'])}, leaving room for the batch's own noise)")
     text = ", ".join(goal) or "maximise accuracy"
-    if (fit.get("chosen") or {}).get("reached") is False:
+    if fit.chosen.get("reached") is False:
         text += "; the target was not reached on calibration, so the most accurate point was used"
     return text
 
 
-def _versus_random(cvr: dict) -> str:
+def _versus_random(cvr: VersusRandom) -> str:
     # Only an interval entirely above zero earns "beats": a positive point estimate alone is noise.
-    diff, low, high = cvr.get("difference"), cvr.get("ci_low"), cvr.get("ci_high")
+    diff, low, high = cvr.difference, cvr.ci_low, cvr.ci_high
     pts = [("n/a" if missing(x) else f"{100 * x:+.1f}") for x in (diff, low, high)]
     interval = f"{pts[0]} accuracy points, 95% CI [{pts[1]}, {pts[2]}]"
     if missing(diff):
@@ -93,40 +89,39 @@ def _versus_random(cvr: dict) -> str:
     return f"it does not clearly differ from random routing at the same teacher share ({interval}, includes zero)"
 
 
-def _selection_words(result: dict) -> str:
-    sel = result.get("signal_selection")
-    if not isinstance(sel, dict) or not sel.get("calibration_auroc"):
+def _selection_words(result: CascadeResult) -> str:
+    sel = result.signal_selection
+    if not sel or not sel.get("calibration_auroc"):
         return ""
     ranked = sorted(sel["calibration_auroc"].items(), key=lambda kv: -kv[1])
     return (" (picked by `--signal auto`: the highest error-detection AUROC on the calibration split; "
             + ", ".join(f"{k} {v:.3f}" for k, v in ranked) + ")")
 
 
-def _summary(result: dict, title: str) -> str:
-    fit = result.get("fit") or {}
-    casc = (_roles(result, "cascade") or [{}])[0]
-    method = fit.get("calibration_method") or (result.get("calibrator") or {}).get("method") or "n/a"
+def _summary(result: CascadeResult, title: str) -> str:
+    casc = result.row("cascade")
+    method = result.fit.calibration_method or result.calibrator.get("method") or "n/a"
     return (
-        f"**Task:** {result.get('task') or title}. The student `{result.get('student') or 'n/a'}` answers every "
-        f"query first; its confidence is the `{result.get('signal') or 'n/a'}` signal{_selection_words(result)}, "
+        f"**Task:** {result.task or title}. The student `{result.student}` answers every "
+        f"query first; its confidence is the `{result.signal or 'n/a'}` signal{_selection_words(result)}, "
         f"calibrated with "
         f"`{method}` on the calibration split. {_threshold_words(result)}; escalated queries "
-        f"go to `{result.get('cascade_teacher') or 'n/a'}`, the most accurate teacher on the calibration split. "
-        f"The threshold was fitted on the calibration split only (goal: {_goal_words(fit)}). On the "
-        f"held-out test split (n={result.get('n_test') or 'n/a'}) the cascade reaches {_acc(casc)} "
-        f"accuracy with {pct(casc.get('teacher_share'))} of queries sent to the teacher, and "
-        f"{_versus_random(result.get('cascade_vs_random') or {})}."
+        f"go to `{result.cascade_teacher}`, the most accurate teacher on the calibration split. "
+        f"The threshold was fitted on the calibration split only (goal: {_goal_words(result.fit)}). On the "
+        f"held-out test split (n={result.n_test}) the cascade reaches {_acc(casc)} "
+        f"accuracy with {pct(casc and casc.teacher_share)} of queries sent to the teacher, and "
+        f"{_versus_random(result.cascade_vs_random)}."
     )
 
 
-def _main_table(result: dict) -> list[str]:
+def _main_table(result: CascadeResult) -> list[str]:
     lines = ["| model | role | accuracy [95% CI] | teacher calls | tokens/1k | cost/1k USD | latency/1k s |",
              "|---|---|---|---|---|---|---|"]
-    for r in result.get("rows") or []:
-        lines.append(f"| {cell(r.get('model'))} | {cell(r.get('role'))} | {_acc(r)} "
-                     f"| {pct(r.get('teacher_share'))} | {num(r.get('tokens_per_1k'), ',.0f')} "
-                     f"| {_money(r.get('cost_per_1k_usd'))} | {num(r.get('latency_per_1k_s'), ',.1f')} |")
-    prices = result.get("prices_per_1m_tokens") or {}
+    for r in result.rows:
+        lines.append(f"| {cell(r.model)} | {cell(r.role)} | {_acc(r)} "
+                     f"| {pct(r.teacher_share)} | {num(r.tokens_per_1k, ',.0f')} "
+                     f"| {_money(r.cost_per_1k_usd)} | {num(r.latency_per_1k_s, ',.1f')} |")
+    prices = result.prices_per_1m_tokens
     price_text = ", ".join(f"`{m}` ${p:g}" for m, p in prices.items() if not missing(p)) or "none given"
     return lines + [
         ("\nTeacher calls is the share of queries sent to a teacher; tokens, cost and latency are per "
@@ -136,13 +131,12 @@ def _main_table(result: dict) -> list[str]:
     ]
 
 
-def _routing_table(result: dict) -> list[str]:
-    cis = result.get("metric_cis") or {}
-    def get(key):  # the CI dict if present, else the bare point estimate
-        return cis.get(key) if isinstance(cis.get(key), dict) else result.get(key)
+def _routing_table(result: CascadeResult) -> list[str]:
+    def get(key):  # the interval if bootstrapped, else the bare point estimate
+        return result.metric_cis.get(key) or Interval(getattr(result, key))
     return [
         "| metric | value [95% CI] | what it means |", "|---|---|---|",
-        (f"| gain over random, whole curve | {_ci(result.get('curve_vs_random'))} | mean accuracy of the "
+        (f"| gain over random, whole curve | {_ci(result.curve_vs_random)} | mean accuracy of the "
          "cascade minus random routing over every teacher share (least confident escalated first); 0 = "
          "no better than random |"),
         (f"| APGR | {_ci(get('apgr'))} | average share of the student-to-teacher gap recovered over all "
@@ -154,36 +148,39 @@ def _routing_table(result: dict) -> list[str]:
     ]
 
 
-def _confidence_table(result: dict) -> list[str]:
-    cq = result.get("confidence_quality") or {}
-    before, after = cq.get("before") or {}, cq.get("after") or {}
+def _confidence_table(result: CascadeResult) -> list[str]:
+    before, after = (result.confidence_quality.get(k) or ConfidenceQuality() for k in ("before", "after"))
     lines = ["| metric | before calibration | after calibration | better |", "|---|---|---|---|"]
     for key, name, better in (("ece", "ECE (10 equal-mass bins)", "lower"), ("brier", "Brier score", "lower"),
                               ("auroc", "AUROC, right vs wrong answers", "higher (0.5 = chance)")):
-        lines.append(f"| {name} | {_ci(before.get(key))} | {_ci(after.get(key))} | {better} |")
+        lines.append(f"| {name} | {_ci(getattr(before, key))} | {_ci(getattr(after, key))} | {better} |")
     return lines + [
         (f"\nAURC (area under the risk-coverage curve of the calibrated confidence; lower is better): "
-        f"{num(result.get('aurc'))}. Calibration fixes what the confidence *says* (ECE, Brier); "
+        f"{num(result.aurc)}. Calibration fixes what the confidence *says* (ECE, Brier); "
         "a monotone calibrator cannot change how well it *ranks* answers (AUROC, AURC)."),
     ]
 
 
-def _fidelity(result: dict) -> list[str]:
-    fid = result.get("fidelity") or {}
-    teacher = fid.get("teacher") or result.get("cascade_teacher") or "n/a"
-    right = pct(fid.get("agreement_when_teacher_right"))
-    return [(f"The student gives the same answer as `{teacher}` on {_ci(fid.get('answer_agreement'), pct)} of "
-             f"test items, and on {right} of the items the teacher gets right.")] + _rationale_lines(fid)
+def _fidelity(result: CascadeResult) -> list[str]:
+    fid = result.fidelity
+    teacher = fid.teacher or result.cascade_teacher
+    right = pct(fid.agreement_when_teacher_right)
+    return [(f"The student gives the same answer as `{teacher}` on {_ci(fid.answer_agreement, pct)} of "
+             f"test items, and on {right} of the items the teacher gets right.")] + _rationale_lines(fid.rationales)
 
 
-def _rationale_lines(fid: dict) -> list[str]:
-    rat = fid.get("rationales")
-    if not isinstance(rat, dict):
+def _interval(d: dict[str, Any] | None) -> Interval:  # a rationale statistic: {value, ci_low, ci_high, n}
+    d = d or {}
+    return Interval(d.get("value"), d.get("ci_low"), d.get("ci_high"))
+
+
+def _rationale_lines(rat: dict[str, Any] | None) -> list[str]:
+    if not rat:
         return []
     lines = [(f"\nRationale similarity (each model explains its own answer; cosine of `{rat.get('model')}` "
-              f"embeddings, {rat.get('n')} test items): {_ci(rat.get('similarity'))} overall, "
-              f"{_ci(rat.get('when_answers_agree'))} when the answers agree (n={(rat.get('when_answers_agree') or {}).get('n')}), "
-              f"{_ci(rat.get('when_answers_differ'))} when they differ "
+              f"embeddings, {rat.get('n')} test items): {_ci(_interval(rat.get('similarity')))} overall, "
+              f"{_ci(_interval(rat.get('when_answers_agree')))} when the answers agree (n={(rat.get('when_answers_agree') or {}).get('n')}), "
+              f"{_ci(_interval(rat.get('when_answers_differ')))} when they differ "
               f"(n={(rat.get('when_answers_differ') or {}).get('n')}). Empty explanations score 0: "
               f"{rat.get('empty_explanations')}."), "", "| input | student | teacher | similarity |", "|---|---|---|---|"]
     for ex in rat.get("examples") or []:
@@ -193,12 +190,12 @@ def _rationale_lines(fid: dict) -> list[str]:
     return lines
 
 
-def _slices_table(result: dict) -> list[str]:
-    slices = sorted(result.get("slices") or [], key=lambda s: -(s.get("n") or 0))
+def _slices_table(result: CascadeResult) -> list[str]:
+    slices = sorted(result.slices, key=lambda s: -s.n)
     lines = ["| slice | n | student | teacher | cascade |", "|---|---|---|---|---|"]
     for s in slices[:TOP_SLICES_TABLE]:
-        lines.append(f"| {cell(s.get('slice'))} | {num(s.get('n'), ',.0f')} "
-                     f"| {pct(s.get('student'))} | {pct(s.get('teacher'))} | {pct(s.get('cascade'))} |")
+        lines.append(f"| {cell(s.slice)} | {num(s.n, ',.0f')} "
+                     f"| {pct(s.student)} | {pct(s.teacher)} | {pct(s.cascade)} |")
     if len(slices) > TOP_SLICES_TABLE:
         lines.append(f"\nThe {len(slices) - TOP_SLICES_TABLE} smaller slices are in results.json.")
     return lines
@@ -218,7 +215,7 @@ def _resplits(rs: dict) -> list[str]:
             f"in {num(rs.get('hits'), ',.0f')} of {n} re-splits ({pct(rs.get('rate'))}).{promise}{fallback}")]
 
 
-def _markdown(result: dict, title: str, extra_sections: dict[str, str] | None) -> str:
+def _markdown(result: CascadeResult, title: str, extra_sections: dict[str, str] | None) -> str:
     sections = [
         (None, [_summary(result, title)]),
         ("Results on the test split", _main_table(result) + ["\n![Accuracy vs teacher calls and cost](cascade.png)"]),
@@ -228,10 +225,10 @@ def _markdown(result: dict, title: str, extra_sections: dict[str, str] | None) -
         ("Fidelity to the teacher", _fidelity(result)),
         ("Slices", _slices_table(result) + ["\n![Accuracy per slice](slices.png)"]),
     ]
-    if isinstance(result.get("resplits"), dict):
-        sections.append(("Does the accuracy target hold on new data?", _resplits(result["resplits"])))
-    if isinstance(result.get("kd_baseline"), dict):
-        sections.append(("Classic KD baseline", [str(result["kd_baseline"].get("description") or "n/a")]))
+    if result.resplits:
+        sections.append(("Does the accuracy target hold on new data?", _resplits(result.resplits)))
+    if result.kd_baseline:
+        sections.append(("Classic KD baseline", [str(result.kd_baseline.get("description") or "n/a")]))
     sections.append(("Data", ["Every number above, with the full curves, is in [results.json](results.json)."]))
     sections += [(h, [body.rstrip()]) for h, body in (extra_sections or {}).items()]
     lines = [f"# {title}", ""]
@@ -251,12 +248,12 @@ def _save(fig, path: Path, bottom: float = 0.0) -> None:
     plt.close(fig)
 
 
-def _plot_cascade(result: dict, title: str, path: Path) -> None:
-    rows, curve, n = result.get("rows") or [], result.get("curve") or [], result.get("n_test") or math.nan
-    student = (_roles(result, "student") or [{}])[0]
-    teacher = next((r for r in _roles(result, "teacher") if r.get("model") == result.get("cascade_teacher")), {})
-    prices = result.get("prices_per_1m_tokens") or {}
-    p_s, p_t = (prices.get(result.get(k)) or 0.0 for k in ("student", "cascade_teacher"))  # None: unpriced
+def _plot_cascade(result: CascadeResult, title: str, path: Path) -> None:
+    rows, curve, n = result.rows, result.curve, result.n_test or math.nan
+    student = result.row("student")
+    teacher = next((r for r in result.rows_of("teacher") if r.model == result.cascade_teacher), None)
+    prices = result.prices_per_1m_tokens
+    p_s, p_t = (prices.get(m) or 0.0 for m in (result.student, result.cascade_teacher))  # None: unpriced
     # Cost when the cascade's models are priced, else tokens: unpriced local models only cost compute.
     use_cost = p_s + p_t > 0
     key = "cost_per_1k_usd" if use_cost else "tokens_per_1k"
@@ -264,7 +261,7 @@ def _plot_cascade(result: dict, title: str, path: Path) -> None:
     tok, t_tok = ([_f(p.get(k)) for p in curve] for k in ("tokens", "teacher_tokens"))
     curve_x = [1000 / n * (((a - b) * p_s + b * p_t) / 1e6 if use_cost else a) for a, b in zip(tok, t_tok)]
     # One marker style per row, fixed before plotting so both panels agree.
-    style = [{"student": ("o", "black"), "oracle": ("D", "tab:green")}.get(r.get("role"))
+    style = [{"student": ("o", "black"), "oracle": ("D", "tab:green")}.get(r.role)
              or ("s^vP<>X"[i % 7], OTHER_COLOURS[i % 6]) for i, r in enumerate(rows)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 5), sharey=True)
     for ax, xkey, xs in ((axes[0], "teacher_share", [_f(p.get("teacher_share")) for p in curve]),
@@ -273,20 +270,20 @@ def _plot_cascade(result: dict, title: str, path: Path) -> None:
                 label="cascade, every threshold (test)")
         # Random routing is linear in the teacher share, hence also in tokens and cost:
         # from the student alone to student + teacher on every query.
-        x0 = 0.0 if ax is axes[0] else _f(student.get(key))
-        x1 = 1.0 if ax is axes[0] else x0 + _f(teacher.get(key))
-        ax.plot([x0, x1], [_f(student.get("accuracy")), _f(teacher.get("accuracy"))], ls="--",
+        x0 = 0.0 if ax is axes[0] else _f(getattr(student, key, None))
+        x1 = 1.0 if ax is axes[0] else x0 + _f(getattr(teacher, key, None))
+        ax.plot([x0, x1], [_f(student and student.accuracy), _f(teacher and teacher.accuracy)], ls="--",
                 color="gray", label="random routing")
         for r, (marker, colour) in zip(rows, style):
-            x, y, role = _f(r.get(xkey)), _f(r.get("accuracy")), r.get("role")
+            x, y, role = _f(getattr(r, xkey)), _f(r.accuracy), r.role
             if role == "random" or math.isnan(x) or math.isnan(y):
                 continue  # random routing is the dashed line; a row without x cannot be placed
             if role == "cascade":
-                err = [[y - _f(r.get("ci_low"))], [_f(r.get("ci_high")) - y]]
+                err = [[y - _f(r.ci_low)], [_f(r.ci_high) - y]]
                 ax.errorbar(x, y, yerr=None if math.isnan(err[0][0] + err[1][0]) else err, fmt="*", ms=15,
                             color="tab:red", capsize=4, zorder=5, label="cascade at fitted threshold (95% CI)")
             else:
-                ax.plot(x, y, marker, ms=8, color=colour, label=f"{role}: {r.get('model')}")
+                ax.plot(x, y, marker, ms=8, color=colour, label=f"{role}: {r.model}")
         ax.grid(alpha=0.3)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes[0].xaxis.set_major_formatter(PercentFormatter(1.0))
@@ -302,14 +299,13 @@ def _plot_cascade(result: dict, title: str, path: Path) -> None:
     _save(fig, path, bottom=0.16)
 
 
-def _plot_reliability(result: dict, title: str, path: Path) -> None:
-    cq = result.get("confidence_quality") or {}
-    method = (result.get("fit") or {}).get("calibration_method") or "calibrator"
+def _plot_reliability(result: CascadeResult, title: str, path: Path) -> None:
+    method = result.fit.calibration_method or "calibrator"
     fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
     for ax, (key, label) in zip(axes, (("before", "before calibration (raw signal)"),
                                        ("after", f"after calibration ({method})"))):
-        part = cq.get(key) or {}
-        bins = [b for b in part.get("bins") or []
+        part = result.confidence_quality.get(key) or ConfidenceQuality()
+        bins = [b for b in part.bins or []
                 if not (missing(b.get("confidence")) or missing(b.get("accuracy")))]
         if not bins:
             _no_data(ax, f"reliability bins {key} calibration")
@@ -326,22 +322,22 @@ def _plot_reliability(result: dict, title: str, path: Path) -> None:
         ax.set_zorder(twin.get_zorder() + 1)  # points and diagonal over the count bars
         ax.patch.set_visible(False)
         ax.set(xlim=(-0.01, 1.02), ylim=(-0.01, 1.02), xlabel="mean confidence in bin", ylabel="accuracy in bin",
-               title=f"{label}\nECE {_ci(part.get('ece'))}")
+               title=f"{label}\nECE {_ci(part.ece)}")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", fontsize=7)
     fig.suptitle(title)
     _save(fig, path)
 
 
-def _plot_risk_coverage(result: dict, title: str, path: Path) -> None:
-    pts = [p for p in result.get("risk_coverage") or []
+def _plot_risk_coverage(result: CascadeResult, title: str, path: Path) -> None:
+    pts = [p for p in result.risk_coverage or []
            if not (missing(p.get("coverage")) or missing(p.get("risk")))]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     if not pts:
         _no_data(ax, "risk-coverage curve")
     else:
         ax.plot([p["coverage"] for p in pts], [p["risk"] for p in pts], color="tab:blue", lw=1.8,
-                label=f"student, answering its most confident items (AURC {num(result.get('aurc'))})")
+                label=f"student, answering its most confident items (AURC {num(result.aurc)})")
         ax.axhline(pts[-1]["risk"], ls="--", color="gray", label="error rate answering everything")
         for axis in (ax.xaxis, ax.yaxis):
             axis.set_major_formatter(PercentFormatter(1.0))
@@ -353,18 +349,18 @@ def _plot_risk_coverage(result: dict, title: str, path: Path) -> None:
     _save(fig, path)
 
 
-def _plot_slices(result: dict, title: str, path: Path) -> None:
-    slices = sorted(result.get("slices") or [], key=lambda s: -(s.get("n") or 0))[:TOP_SLICES_PLOT]
+def _plot_slices(result: CascadeResult, title: str, path: Path) -> None:
+    slices = sorted(result.slices, key=lambda s: -s.n)[:TOP_SLICES_PLOT]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(slices) + 2), 4.8))
     if not slices:
         _no_data(ax, "slices")
     else:
         width = 0.27
         for k, (key, colour) in enumerate((("student", "black"), ("teacher", "tab:orange"), ("cascade", "tab:red"))):
-            ax.bar([i + (k - 1) * width for i in range(len(slices))], [_f(s.get(key)) for s in slices],
+            ax.bar([i + (k - 1) * width for i in range(len(slices))], [_f(getattr(s, key)) for s in slices],
                    width=width, color=colour, alpha=0.8, label=key)
         ax.set_xticks(range(len(slices)))  # long slice names are cut: the table has them whole
-        ax.set_xticklabels([f"{str(s.get('slice'))[:24]}\n(n={s.get('n')})" for s in slices], rotation=30,
+        ax.set_xticklabels([f"{s.slice[:24]}\n(n={s.n})" for s in slices], rotation=30,
                            ha="right", fontsize=8)
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
         ax.set(ylim=(0, 1.15), ylabel="accuracy (test split)")  # headroom for the legend
@@ -374,12 +370,11 @@ def _plot_slices(result: dict, title: str, path: Path) -> None:
     _save(fig, path)
 
 
-def write_cascade_report(result: dict, out_dir: Path, title: str,
+def write_cascade_report(result: CascadeResult, out_dir: Path, title: str,
                          extra_sections: dict[str, str] | None = None) -> Path:
     """Write results.json, report.md and cascade/reliability/risk_coverage/slices PNGs; return report.md."""
     (out_dir := Path(out_dir)).mkdir(parents=True, exist_ok=True)
-    result = jsonable(result)  # tolerate numpy types and infinities from a raw dict
-    (out_dir / "results.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    (out_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     for plot, name in ((_plot_cascade, "cascade.png"), (_plot_reliability, "reliability.png"),
                        (_plot_risk_coverage, "risk_coverage.png"), (_plot_slices, "slices.png")):
         plot(result, title, out_dir / name)

@@ -30,14 +30,15 @@ from store.store import Store
 from curation.verify import answers_match
 from core.errors import DistillError
 from evals.signals import (
-    DEBIAS,
     PROMPT_STYLES,
+    check_scoring_options,
     agreement,
     choice_features,
     label_prior,
     token_features,
 )
 from prompts.rows import PromptRow
+from prompts.templates import render_exact
 from engine.jobs import GenParams, Job, request_key
 from engine.engine import run_requests
 from clients.local_scoring import scoring_order
@@ -83,16 +84,9 @@ def mc_prompt(row: PromptRow, shots: list[PromptRow], style: str = "mc") -> str:
     written as a sentence to complete. Open-answer rows (choices None) have no options line:
     the model generates what follows "Answer:" (or the input, for cloze).
     """
-    if style == "cloze":
-        return "".join(f"{ex.input} {ex.gold}\n\n" for ex in shots) + row.input
-    if style != "mc":
+    if style not in PROMPT_STYLES:
         raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
-    parts = []
-    for ex in [*shots, row]:
-        options = f"Options: {'; '.join(ex.choices)}\n" if ex.choices is not None else ""  # open answer: none
-        text = f"Question: {ex.input}\n{options}Answer:"
-        parts.append(text if ex is row else f"{text} {ex.gold}\n\n")
-    return "".join(parts)
+    return render_exact(f"eval_{style}.j2", row=row, shots=shots)
 
 
 def _count_tokens(model: Teacher, text: str) -> int:
@@ -223,7 +217,7 @@ def _is_gold(answer: str, row: PromptRow, index: int) -> bool:
 
 
 def self_verify_prompt(row: PromptRow, shots: list[PromptRow], answer: str, style: str = "mc") -> str:
-    return f"{mc_prompt(row, shots, style)} {answer}\nQuestion: Is that answer correct?\nOptions: Yes; No\nAnswer:"
+    return render_exact("eval_self_verify.j2", prompt=mc_prompt(row, shots, style), answer=answer)
 
 
 def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: list[PromptRow], out: list[dict],
@@ -244,14 +238,6 @@ def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: lis
 def _extra(request: dict) -> dict:
     extra = request["extra"]
     return json.loads(extra) if isinstance(extra, str) else (extra or {})
-
-
-def check_scoring_options(debias: str, style: str) -> None:
-    """Refuse an unknown debias or prompt style before anything is scored or stored."""
-    if debias not in DEBIAS:
-        raise DistillError(f"unknown debias '{debias}': use one of {', '.join(DEBIAS)}")
-    if style not in PROMPT_STYLES:
-        raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")
 
 
 def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars: list[list[PromptRow]],

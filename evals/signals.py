@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.errors import DistillError
+
 SIGNALS = ("max_prob", "margin", "seq_prob", "token_q10", "token_margin", "agreement", "verifier", "learned")
 # Signals a generation alone provides (what `distill serve --cascade` can compute per request).
 GENERATION_SIGNALS = ("seq_prob", "token_q10", "token_margin")
@@ -154,3 +156,11 @@ def signal_values(features: Sequence[dict], signal: str) -> np.ndarray:
         raise ValueError(f"signal {signal!r} is not available for these answers (item {missing[0]}): "
                          f"pick one of {', '.join(sorted(set(features[missing[0]]) & set(SIGNALS)))}")
     return np.array([float(item[signal]) for item in features], dtype=float)
+
+
+def check_scoring_options(debias: str, style: str) -> None:
+    """Refuse an unknown debias or prompt style before anything is scored or stored."""
+    if debias not in DEBIAS:
+        raise DistillError(f"unknown debias '{debias}': use one of {', '.join(DEBIAS)}")
+    if style not in PROMPT_STYLES:
+        raise DistillError(f"unknown prompt style '{style}': use one of {', '.join(PROMPT_STYLES)}")

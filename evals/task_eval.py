@@ -9,6 +9,7 @@ records the eval in the store. A re-run with the same models costs no model call
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,27 @@ import numpy as np
 from store.store import Store
 from core.errors import DistillError
 from evals.analysis import analyse
-from evals.calibrate import METHODS
 from evals.committee import can_form_committee, committee_name, committee_predictions
 from core.stats import bootstrap_ci
 from evals.report import write_cascade_report
+from evals.results import BaselineCascade, CascadeResult, Row
 from evals.resplit import resplit_hold_rate
-from evals.scoring import answer_items, check_scoring_options, exemplar_sets
-from evals.signals import SIGNALS
+from evals.settings import CascadeSettings
+from evals.scoring import answer_items, exemplar_sets
 from prompts.data import load_task
 from prompts.rows import PromptRow
 from clients.teachers import Teacher
 
 MAX_LABELS = 30  # a file without a choices column is a classification task up to this many labels
+
+
+@dataclass
+class TaskEvaluation:
+    """What `evaluate_task` wrote: the report, the result in it and the spec `distill serve --cascade` reads."""
+
+    report: Path
+    result: CascadeResult
+    cascade_spec: Path
 
 
 def _is_number(text: str) -> bool:
@@ -82,11 +92,13 @@ def load_task_pool(store: Store, task: str, run_id: str) -> str:
 
 def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow], exemplars: list, run_id: str,
                  max_train: int, seed: int, debias: str = "none",
-                 style: str = "mc") -> tuple[dict | None, dict]:
+                 style: str = "mc") -> tuple[Row | None, dict]:
     """A MiniLM + head student trained on the teacher's soft labels (Hinton KD), scored on test."""
     from evals.classic_kd import train_classic_kd
 
-    train = [r for r in store.prompts(pool, split="train") if r.choices][:max_train]
+    # Never a few-shot exemplar: its gold answer is in every prompt, itself included.
+    shown = {r.id for shots in exemplars for r in shots}
+    train = [r for r in store.prompts(pool, split="train") if r.choices and r.id not in shown][:max_train]
     if not train:
         return None, {"skipped": "classic KD learns a distribution over options: this task has none (open answers)"}
     preds = answer_items(store, teacher, train, exemplars, run_id, "teacher", debias=debias, style=style)
@@ -98,8 +110,8 @@ def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow
     probs = student.predict_proba([r.input for r in test], [r.choices for r in test])
     ok = np.array([r.choices[int(np.argmax(p))] == r.gold for r, p in zip(test, probs)], dtype=float)
     acc, low, high = bootstrap_ci(np.mean, ok, seed=seed)
-    row = {"model": "classic KD (MiniLM + head)", "role": "kd-baseline", "accuracy": acc, "ci_low": low,
-           "ci_high": high, "teacher_share": 0.0, "n": len(test)}
+    row = Row(model="classic KD (MiniLM + head)", role="kd-baseline", accuracy=acc, ci_low=low, ci_high=high,
+              teacher_share=0.0, n=len(test))
     info = {"teacher": teacher.name, "train_items": len(usable), "temperature": student.config.get("temperature"),
             "alpha": student.config.get("alpha"), "used_gold": student.config.get("used_gold")}
     info["description"] = (f"A classic-KD student (frozen MiniLM embeddings + a small scoring head) trained on "
@@ -120,131 +132,106 @@ def _rationales(store: Store, student: Teacher, teacher: Teacher, test: list[Pro
                               [answer[teacher.name][r.id] for r in rows], run_id, seed=seed)
 
 
-def _baseline_row(name: str, preds: list[dict], seed: int) -> dict:
+def _baseline_row(name: str, preds: list[dict], seed: int) -> Row:
     """A report row for another student (e.g. before distillation), scored on the same test prompts."""
     ok = np.array([p["correct"] for p in preds if p["split"] == "test"], dtype=float)
     acc, low, high = bootstrap_ci(np.mean, ok, seed=seed)
     tokens = np.mean([p["tokens"] for p in preds if p["split"] == "test"])
-    return {"model": name, "role": "student before", "accuracy": acc, "ci_low": low, "ci_high": high,
-            "teacher_share": 0.0, "tokens_per_1k": 1000 * tokens, "n": int(ok.size)}
+    return Row(model=name, role="student before", accuracy=acc, ci_low=low, ci_high=high, teacher_share=0.0,
+               tokens_per_1k=1000 * float(tokens), n=int(ok.size))
 
 
-def _served_threshold(result: dict) -> float:
-    """The fitted threshold clipped to [0, 1]; JSON keeps +/-inf as null, threshold_text keeps the sign."""
-    if result["threshold"] is None:
-        return 0.0 if result.get("threshold_text") == "-inf" else 1.0
-    return min(1.0, max(0.0, result["threshold"]))
-
-
-def cascade_spec(result: dict, student: str, teacher: str, task: str) -> dict:
-    """What `distill serve --cascade` needs to route like the evaluated cascade."""
-    return {"version": 1, "models": [student, teacher], "signal": result["signal"],
-            "calibrators": [result["calibrator"]],
-            "thresholds": [_served_threshold(result)],
+def cascade_spec(result: CascadeResult, student: str, teacher: str, task: str) -> dict:
+    """What `distill serve --cascade` needs to route like the evaluated cascade (the threshold clipped
+    to [0, 1]: confidences are probabilities, so +/-inf means always / never escalate)."""
+    return {"version": 1, "models": [student, teacher], "signal": result.signal,
+            "calibrators": [result.calibrator], "thresholds": [min(1.0, max(0.0, result.threshold))],
             "task": task}
 
 
 def evaluate_task(store: Store, task: str, student: Teacher, teachers: list[Teacher], out_dir: str | Path,
-                  run_id: str, *, signal: str = "max_prob", calibration: str = "platt",
-                  target_accuracy: float | None = None, max_teacher_share: float | None = None,
-                  max_cost_per_1k: float | None = None, delta: float | None = None,
-                  prices: dict[str, float] | None = None, shots: int = 3, variants: int = 1,
-                  limit: int | None = None, kd_baseline: bool = True, kd_train: int = 200,
-                  resplits: int = 20, rationales: int = 32, seed: int = 0, self_verify: bool = False,
-                  balanced_shots: bool = False, debias: str = "none", prompt_style: str = "mc",
-                  baselines: list[Teacher] | None = None, committee: bool = False,
-                  extra_sections: dict[str, str] | None = None, title: str | None = None) -> dict:
-    """Score the cascade of `student` and `teachers` on `task`; returns {"report", "result"}.
+                  run_id: str, settings: CascadeSettings | None = None, *, baselines: list[Teacher] | None = None,
+                  extra_sections: dict[str, str] | None = None, title: str | None = None) -> TaskEvaluation:
+    """Score the cascade of `student` and `teachers` on `task`.
 
     `baselines` are other students scored on the same prompts and reported beside it (the
-    student before distillation); `committee` adds the teachers' averaged option distribution
-    as one more teacher (evals.committee); `extra_sections` go into the report as they are.
+    student before distillation); `settings.committee` adds the teachers' averaged option
+    distribution as one more teacher (evals.committee); `extra_sections` go into the report as they are.
     """
-    if signal not in (*SIGNALS, "auto"):
-        raise DistillError(f"unknown signal '{signal}': use one of {', '.join(SIGNALS)} or auto")
-    if calibration not in METHODS:
-        raise DistillError(f"unknown calibration '{calibration}': use one of {', '.join(METHODS)}")
-    check_scoring_options(debias, prompt_style)  # before the task's rows reach the store
-    if variants < 1 or shots < 0:
-        raise DistillError(f"--variants must be >= 1 and --shots >= 0 (got {variants} and {shots})")
-    if signal == "agreement" and variants < 2:
-        raise DistillError("signal 'agreement' needs answers to several prompt variants: use --variants 3")
+    cfg = settings or CascadeSettings()
+    cfg.check()  # before the task's rows reach the store
     pool = load_task_pool(store, task, run_id)
-    calib = store.prompts(pool, split="calibration", limit=limit)
-    test = store.prompts(pool, split="test", limit=limit)
+    calib = store.prompts(pool, split="calibration", limit=cfg.limit)
+    test = store.prompts(pool, split="test", limit=cfg.limit)
     if len(calib) < 10 or len(test) < 10:
         raise DistillError(f"task '{task}' has {len(calib)} calibration and {len(test)} test rows: "
                            "need at least 10 of each (raise --limit or use a larger task)")
-    exemplars = exemplar_sets(store.prompts(pool, split="train"), shots, variants, seed,
-                              balanced=balanced_shots)
+    exemplars = exemplar_sets(store.prompts(pool, split="train"), cfg.shots, cfg.variants, cfg.seed,
+                              balanced=cfg.balanced_shots)
+    signal, variants, scoring = cfg.signal, cfg.variants, {"debias": cfg.debias, "style": cfg.prompt_style}
     # The learned head uses every feature the run has: one pass gives five; --variants k adds
     # agreement and --self-verify (or signal verifier) adds the self-check, each at its own cost.
-    needs_verify = signal == "verifier" or self_verify
+    needs_verify = signal == "verifier" or cfg.self_verify
     preds = {student.name: answer_items(store, student, calib + test, exemplars, run_id, "student",
-                                        self_verify=needs_verify, debias=debias, style=prompt_style)}
+                                        self_verify=needs_verify, **scoring)}
     for p in preds[student.name]:  # count what the deployed cascade would run for this signal
         # auto may pick a signal that needs every variant: count them all (an upper bound).
         if signal != "agreement" and not (signal in ("learned", "auto") and variants > 1):
             p["tokens"], p["latency_s"] = p["tokens"] // max(1, variants), p["latency_s"] / max(1, variants)
         p["tokens"] += p.get("tokens_verify", 0)
     for t in teachers:
-        preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher", debias=debias,
-                                     style=prompt_style)
-    teacher_names = [t.name for t in teachers]
-    if committee and can_form_committee([preds[n] for n in teacher_names]):
+        preds[t.name] = answer_items(store, t, calib + test, exemplars, run_id, "teacher", **scoring)
+    teacher_names, prices = [t.name for t in teachers], dict(cfg.prices)
+    if cfg.committee and can_form_committee([preds[n] for n in teacher_names]):
         name = committee_name(teacher_names)
         preds[name] = committee_predictions([preds[n] for n in teacher_names], calib + test)
         if prices and all(n in prices for n in teacher_names):  # a committee call pays every member
             paid = {n: sum(p["tokens"] for p in preds[n]) for n in teacher_names}
-            prices = {**prices, name: sum(prices[n] * paid[n] for n in paid) / max(1, sum(paid.values()))}
+            prices[name] = sum(prices[n] * paid[n] for n in paid) / max(1, sum(paid.values()))
         teacher_names.append(name)
-    baseline_preds = {b.name: answer_items(store, b, calib + test, exemplars, run_id, "student", debias=debias,
-                                           style=prompt_style) for b in baselines or []}
+    baseline_preds = {b.name: answer_items(store, b, calib + test, exemplars, run_id, "student", **scoring)
+                      for b in baselines or []}
     slice_of = {r.id: r.gold for r in calib + test} if len({r.gold for r in test}) <= 12 else {}
-    result = analyse(preds, student.name, teacher_names, signal=signal, calibration=calibration,
-                     target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
-                     max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, slice_of=slice_of, seed=seed)
+    fitting = dict(signal=signal, calibration=cfg.calibration, target_accuracy=cfg.target_accuracy,
+                   max_teacher_share=cfg.max_teacher_share, max_cost_per_1k=cfg.max_cost_per_1k, delta=cfg.delta,
+                   prices=prices, seed=cfg.seed)
+    result = analyse(preds, student.name, teacher_names, slice_of=slice_of, **fitting)
     # A committee teacher is made of the real ones: the KD baseline and rationales use the best member.
-    teacher = next((t for t in teachers if t.name == result["cascade_teacher"]), None) or max(
+    teacher = next((t for t in teachers if t.name == result.cascade_teacher), None) or max(
         teachers, key=lambda t: float(np.mean([p["correct"] for p in preds[t.name] if p["split"] == "calibration"])))
-    result["rows"][1:1] = [_baseline_row(name, ps, seed) for name, ps in baseline_preds.items()]
+    result.rows[1:1] = [_baseline_row(name, ps, cfg.seed) for name, ps in baseline_preds.items()]
     # The same cascade fitted for each other student: what routing bought before distillation.
-    result["baseline_cascades"] = {}
     for name, ps in baseline_preds.items():
         others = [t for t in teacher_names if t != name]  # a student never escalates to itself
-        if not others:
-            continue
-        base = analyse({name: ps, **{t: preds[t] for t in others}}, name, others, signal=signal,
-                       calibration=calibration, target_accuracy=target_accuracy, max_teacher_share=max_teacher_share,
-                       max_cost_per_1k=max_cost_per_1k, delta=delta, prices=prices, seed=seed)
-        result["baseline_cascades"][name] = {k: base[k] for k in ("signal", "cascade_teacher", "cascade_vs_random",
-                                                                  "curve_vs_random", "rows")}
-    requested, signal = signal, result["signal"]  # auto: the signal chosen on calibration
-    if kd_baseline:
-        row, info = _kd_baseline(store, teacher, pool, test, exemplars, run_id, kd_train, seed, debias,
-                                 prompt_style)
-        result["kd_baseline"] = info
+        if others:
+            base = analyse({name: ps, **{t: preds[t] for t in others}}, name, others, **fitting)
+            result.baseline_cascades[name] = BaselineCascade(base.signal, base.cascade_teacher,
+                                                             base.cascade_vs_random, base.curve_vs_random, base.rows)
+    signal = result.signal  # auto: the signal chosen on calibration
+    if cfg.kd_baseline:
+        row, result.kd_baseline = _kd_baseline(store, teacher, pool, test, exemplars, run_id, cfg.kd_train, cfg.seed,
+                                               cfg.debias, cfg.prompt_style)
         if row:
-            result["rows"].append(row)
-    if rationales > 0:
-        result["fidelity"]["rationales"] = _rationales(store, student, teacher, test, preds, rationales, run_id, seed)
-    if resplits and target_accuracy is not None:
-        result["resplits"] = resplit_hold_rate(preds[student.name], preds[teacher.name], target_accuracy,
-                                               signal=requested, calibration=calibration, delta=delta, n=resplits,
-                                               seed=seed)
-    result["task"], result["split_sizes"] = task, {"calibration": len(calib), "test": len(test)}
+            result.rows.append(row)
+    if cfg.rationales > 0:
+        result.fidelity.rationales = _rationales(store, student, teacher, test, preds, cfg.rationales, run_id,
+                                                 cfg.seed)
+    if cfg.resplits and cfg.target_accuracy is not None:
+        result.resplits = resplit_hold_rate(preds[student.name], preds[teacher.name], cfg.target_accuracy,
+                                            signal=cfg.signal, calibration=cfg.calibration, delta=cfg.delta,
+                                            n=cfg.resplits, seed=cfg.seed)
+    result.task, result.split_sizes = task, {"calibration": len(calib), "test": len(test)}
     out_dir = Path(out_dir)
     report = write_cascade_report(result, out_dir, title or f"Cascade on {task}", extra_sections)
-    spec = cascade_spec(result, student.name, teacher.name, task)
-    (out_dir / "cascade.json").write_text(json.dumps(spec, indent=1) + "\n")
+    spec_path = out_dir / "cascade.json"
+    spec_path.write_text(json.dumps(cascade_spec(result, student.name, teacher.name, task), indent=1) + "\n")
     eval_id = f"eval-{run_id}"
     rows_out = [dict(prompt_id=p["prompt_id"], split=p["split"], request_key=p["request_key"], answer=p["answer"],
                      correct=p["correct"], confidence=p["features"].get(signal), tokens=p["tokens"],
                      eval_id=eval_id, model=name) for name, ps in {**preds, **baseline_preds}.items() for p in ps]
     store.add_eval(eval_id, run_id, task, "test", {"student": student.name, "teachers": teacher_names,
-                   "baselines": list(baseline_preds),
-                   "signal": signal, "signal_requested": requested, "calibration": calibration, "shots": shots,
-                   "balanced_shots": balanced_shots, "debias": debias, "prompt_style": prompt_style,
-                   "variants": variants,
-                   "cascade_spec": str(out_dir / "cascade.json")}, result, str(report), rows_out)
-    return {"report": str(report), "result": result, "cascade_spec": str(out_dir / "cascade.json")}
+                   "baselines": list(baseline_preds), "signal": signal, "signal_requested": cfg.signal,
+                   "calibration": cfg.calibration, "shots": cfg.shots, "balanced_shots": cfg.balanced_shots,
+                   "debias": cfg.debias, "prompt_style": cfg.prompt_style, "variants": variants,
+                   "cascade_spec": str(spec_path)}, result.to_dict(), str(report), rows_out)
+    return TaskEvaluation(report=report, result=result, cascade_spec=spec_path)

@@ -37,5 +37,12 @@ def template_hash(name: str) -> str:
 
 
 def render(name: str, **variables: object) -> str:
+    """The template's text with surrounding whitespace trimmed (chat turns, teacher prompts)."""
+    return render_exact(name, **variables).strip()
+
+
+def render_exact(name: str, **variables: object) -> str:
+    """The template's text as rendered, whitespace kept: evaluation prompts, whose exact text
+    (a row's input may end in a space) is part of every cached request's key."""
     template_source(name)  # raises the one-line error for unknown names
-    return _env().get_template(name).render(**variables).strip()
+    return _env().get_template(name).render(**variables)

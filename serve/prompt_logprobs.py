@@ -21,11 +21,12 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from serve.openai_api import bad
+
+if TYPE_CHECKING:  # torch loads only when a local model scores: an echo or cascade server never needs it
+    import torch
 
 MAX_SEQUENCES = 1024  # per request; TRL sends one training batch
 
@@ -94,6 +95,8 @@ def _position_logprobs(logits: torch.Tensor, ids: list[int], k: int, temperature
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """For positions 1..n-1 of one sequence: actual lp, actual rank, top-k lps, top-k ids; and the
     next-token log-probs after the last position (for max_tokens=1)."""
+    import torch
+
     scale = temperature if temperature > 0 else 1.0
     lp = torch.log_softmax(logits.float() / scale, dim=-1)  # (n, vocab)
     target = torch.tensor(ids[1:], dtype=torch.long)
@@ -109,9 +112,17 @@ def _entries(ids_lps: list[tuple[int, float, int]], decoded: dict[int, str]) -> 
     return {str(i): {"logprob": lp, "rank": r, "decoded_token": decoded[i]} for i, lp, r in ids_lps}
 
 
-@torch.no_grad()
 def score(model: Any, tokenizer: Any, req: ScoreRequest, batch_size: int) -> list[dict[str, Any]]:
     """One vLLM completion choice per sequence; `batch_size` sequences share a forward pass."""
+    import torch
+
+    with torch.no_grad():
+        return _score(model, tokenizer, req, batch_size)
+
+
+def _score(model: Any, tokenizer: Any, req: ScoreRequest, batch_size: int) -> list[dict[str, Any]]:
+    import torch
+
     k = max(req.prompt_logprobs or 0, req.logprobs if req.echo and req.logprobs else 0)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(req.seed)
@@ -132,6 +143,8 @@ def score(model: Any, tokenizer: Any, req: ScoreRequest, batch_size: int) -> lis
 
 def _choice(index: int, seq: list[int], parts: tuple, req: ScoreRequest, tokenizer: Any,
             gen: torch.Generator) -> dict[str, Any]:
+    import torch
+
     actual, rank, top_lp, top_ids, next_lp = parts
     new_ids: list[int] = []
     if req.max_tokens:

@@ -87,7 +87,7 @@ def test_no_argparse_namespace_below_the_cli():
 
 
 @pytest.mark.parametrize("module", ["store.store", "clients.api", "engine.api_engine", "synth.cot", "curation.dedup",
-                                    "prompts.data", "distill.cli"])
+                                    "prompts.data", "evals.settings", "evals.results", "serve.cli", "distill.cli"])
 def test_light_modules_do_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -95,8 +95,10 @@ def test_light_modules_do_not_import_torch(module):
     assert done.stdout.strip() == "False", f"importing {module} loads torch"
 
 
-def test_cli_help_does_not_import_torch():
-    code = "import sys; from distill.cli import main\ntry: main(['--help'])\nexcept SystemExit: pass\nprint('torch' in sys.modules)"
+@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["serve", "--help"], ["data", "--help"]])
+def test_cli_help_does_not_import_torch(argv):
+    code = (f"import sys; from distill.cli import main\ntry: main({argv!r})\nexcept SystemExit: pass\n"
+            "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip().splitlines()[-1] == "False"
 

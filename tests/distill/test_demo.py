@@ -27,11 +27,11 @@ def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, machine_cac
                    "before distillation", "teacher calls per 1,000 queries", "stage timings", "cascade.png"]:
         assert needle in text, needle
     assert (report.parent / "cascade.png").stat().st_size > 5000
-    rows = {r["role"]: r for r in first["eval"]["rows"]}
+    rows = {r.role: r for r in first["eval"].rows}
     assert {"student", "student before", "teacher", "cascade", "random", "oracle"} <= set(rows)
-    assert rows["cascade"]["n"] == rows["student before"]["n"] == 10
-    cvr = first["eval"]["cascade_vs_random"]
-    assert cvr["ci_low"] <= cvr["difference"] <= cvr["ci_high"]
+    assert rows["cascade"].n == rows["student before"].n == 10
+    cvr = first["eval"].cascade_vs_random
+    assert cvr.ci_low <= cvr.difference <= cvr.ci_high
 
     con = duckdb.connect(config.store, read_only=True)
     n_cot = con.execute("SELECT count(*) FROM samples WHERE kind = 'cot'").fetchone()[0]
@@ -59,4 +59,4 @@ def test_tiny_demo_end_to_end_then_rerun_reuses_everything(tmp_path, machine_cac
     con = duckdb.connect(config.store, read_only=True)
     assert con.execute("SELECT count(*) FROM requests").fetchone()[0] == n_requests, "re-run repeated model calls"
     con.close()
-    assert second["eval"]["rows"] == first["eval"]["rows"]
+    assert second["eval"].rows == first["eval"].rows

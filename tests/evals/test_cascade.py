@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from evals import metrics
 from evals.cascade import (
     ModelAnswers,
     cascade_curve,
@@ -151,17 +152,17 @@ def test_evaluate_end_to_end_is_json_and_uses_calibration_only():
     weak_c = ModelAnswers("weak", rng.random(800) < 0.5, np.full(800, 5))
     weak_t = ModelAnswers("weak", rng.random(1200) < 0.5, np.full(1200, 5))
     res = evaluate(sc, [weak_c, tc], st, [weak_t, tt], max_teacher_share=0.5)
-    json.dumps(res, allow_nan=False)
-    assert res["cascade_teacher"] == "teacher"
-    roles = [r["role"] for r in res["rows"]]
+    json.dumps(res.to_dict(), allow_nan=False)
+    assert res.cascade_teacher == "teacher"
+    roles = [r.role for r in res.rows]
     assert roles == ["student", "teacher", "teacher", "cascade", "random", "oracle"]
-    casc = res["rows"][3]
-    assert casc["ci_low"] <= casc["accuracy"] <= casc["ci_high"]
-    assert res["fit"]["calib_teacher_share"] <= 0.5
-    assert res["cascade_vs_random"]["ci_low"] > 0  # separating confidence beats random
-    assert res["apgr"] > 0.6 and res["calibration"]["auroc"] == 1.0
-    assert casc["tokens_per_1k"] == pytest.approx(
-        casc["teacher_tokens_per_1k"] + 1000 * st.tokens.mean())
+    casc = res.rows[3]
+    assert casc.ci_low <= casc.accuracy <= casc.ci_high
+    assert res.fit.calib_teacher_share <= 0.5
+    assert res.cascade_vs_random.ci_low > 0  # separating confidence beats random
+    assert res.apgr > 0.6 and metrics.auroc(st.confidence, st.correct) == 1.0
+    assert casc.tokens_per_1k == pytest.approx(
+        casc.teacher_tokens_per_1k + 1000 * st.tokens.mean())
 
 
 def test_evaluate_rejects_non_probability_confidence_and_serialises_inf():
@@ -170,5 +171,6 @@ def test_evaluate_rejects_non_probability_confidence_and_serialises_inf():
         evaluate(s, [t], s, [t])
     s, t = _pair([0, 0, 0, 0], [1, 1, 1, 1], [0.9, 0.1, 0.8, 0.2])
     res = evaluate(s, [t], s, [t])  # everything escalates: threshold +inf
-    assert res["threshold"] is None and res["threshold_text"] == "inf"
-    json.dumps(res, allow_nan=False)
+    assert res.threshold == math.inf and res.threshold_text == "inf"
+    assert res.to_dict()["threshold"] is None and res.to_dict()["threshold_text"] == "inf"
+    json.dumps(res.to_dict(), allow_nan=False)

@@ -13,6 +13,7 @@ import copy
 import pytest
 
 from store.store import Store
+from evals.settings import CascadeSettings
 from evals.task_eval import evaluate_task
 from prompts.catalog import catalog
 from clients.teachers import get_teacher
@@ -39,11 +40,12 @@ def tiny(tmp_path_factory):
 def test_eval_cascade_runs_on_every_listed_task(task, tiny, tmp_path):
     student, teacher = tiny
     with Store(tmp_path / "s.duckdb") as store:
-        out = evaluate_task(store, task, student, [teacher], tmp_path / "out", "r", signal="auto", shots=0, limit=10,
-                            kd_baseline=False, rationales=0, resplits=0, max_teacher_share=0.5)
-        result = out["result"]
-        assert result["split_sizes"] == {"calibration": 10, "test": 10}
-        roles = {r["role"] for r in result["rows"]}
+        settings = CascadeSettings(signal="auto", shots=0, limit=10, kd_baseline=False, rationales=0, resplits=0,
+                                   max_teacher_share=0.5)
+        out = evaluate_task(store, task, student, [teacher], tmp_path / "out", "r", settings)
+        result = out.result
+        assert result.split_sizes == {"calibration": 10, "test": 10}
+        roles = {r.role for r in result.rows}
         assert {"student", "teacher", "cascade", "random"} <= roles
-        assert all(0.0 <= r["accuracy"] <= 1.0 for r in result["rows"])
+        assert all(0.0 <= r.accuracy <= 1.0 for r in result.rows)
         assert store.count("eval_predictions") == 2 * 20

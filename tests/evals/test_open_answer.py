@@ -13,6 +13,7 @@ from curation.verify import answers_match
 from core.errors import DistillError
 from evals.analysis import analyse
 from evals.scoring import OPEN_PARAMS, answer_items, exemplar_sets, mc_prompt
+from evals.settings import CascadeSettings
 from evals.task_eval import evaluate_task, is_open_answer, load_task_pool
 from prompts.rows import PromptRow
 from engine.jobs import request_key
@@ -186,33 +187,34 @@ def run(tmp_path_factory):
     gold = write_numeric(task, 150)
     stu, tea, tea2 = models(gold)
     with Store(tmp / "store.duckdb") as store:
-        out = evaluate_task(store, str(task), stu, [tea, tea2], tmp / "out", "r1", **OPTS)
+        out = evaluate_task(store, str(task), stu, [tea, tea2], tmp / "out", "r1", CascadeSettings(**OPTS))
         calls = (stu.generated, tea.generated, tea2.generated)
         n_requests = store.count("requests")
         stu2, tea_2, tea2_2 = models(gold)
-        again = evaluate_task(store, str(task), stu2, [tea_2, tea2_2], tmp / "out2", "r2", **OPTS)
+        again = evaluate_task(store, str(task), stu2, [tea_2, tea2_2], tmp / "out2", "r2", CascadeSettings(**OPTS))
         rerun = {"calls": (stu2.generated, tea_2.generated, tea2_2.generated, stu2.scored),
                  "new_requests": store.count("requests") - n_requests}
         with pytest.raises(DistillError) as refused:
-            evaluate_task(store, str(task), stu2, [tea_2], tmp / "out3", "r3", **dict(OPTS, signal="max_prob"))
+            evaluate_task(store, str(task), stu2, [tea_2], tmp / "out3", "r3",
+                          CascadeSettings(**dict(OPTS, signal="max_prob")))
         stored = store.query("SELECT * FROM eval_predictions WHERE eval_id = 'eval-r1'")
     return {"out": out, "again": again, "calls": calls, "rerun": rerun, "refused": str(refused.value),
             "stored": stored, "tmp": tmp}
 
 
 def test_evaluate_task_runs_open_answer_end_to_end(run):
-    result = run["out"]["result"]
-    assert result["signal"] in ("seq_prob", "token_q10", "token_margin", "agreement", "learned")
-    assert set(result["signal_selection"]["calibration_auroc"]) <= {"seq_prob", "token_q10", "token_margin",
-                                                                    "agreement", "learned"}
-    roles = [r["role"] for r in result["rows"]]
+    result = run["out"].result
+    assert result.signal in ("seq_prob", "token_q10", "token_margin", "agreement", "learned")
+    assert set(result.signal_selection["calibration_auroc"]) <= {"seq_prob", "token_q10", "token_margin",
+                                                                 "agreement", "learned"}
+    roles = [r.role for r in result.rows]
     assert roles[:2] == ["student", "teacher"] and "cascade" in roles and "chain" in roles
-    student = next(r for r in result["rows"] if r["role"] == "student")
-    assert 0.2 < student["accuracy"] < 0.9  # skill(s) = s: about half right
-    assert "open answers" in result["kd_baseline"]["skipped"]
-    assert result["chain"]["models"] == ["stu", "tea", "tea2"]
-    assert result["resplits"]["n"] == 3
-    assert Path(run["out"]["report"]).exists() and json.loads(Path(run["out"]["cascade_spec"]).read_text())
+    student = result.row("student")
+    assert 0.2 < student.accuracy < 0.9  # skill(s) = s: about half right
+    assert "open answers" in result.kd_baseline["skipped"]
+    assert result.chain["models"] == ["stu", "tea", "tea2"]
+    assert result.resplits["n"] == 3
+    assert run["out"].report.exists() and json.loads(run["out"].cascade_spec.read_text())
     assert {p["model"] for p in run["stored"]} == {"stu", "tea", "tea2"}
     assert all(p["confidence"] is not None for p in run["stored"] if p["model"] == "stu")
 
@@ -221,8 +223,8 @@ def test_the_rerun_makes_no_model_call_and_gives_the_same_result(run):
     stu_calls = run["calls"][0]
     assert stu_calls > 0 and run["calls"][1] > 0
     assert run["rerun"] == {"calls": (0, 0, 0, 0), "new_requests": 0}
-    a, b = run["out"]["result"], run["again"]["result"]
-    assert a["signal"] == b["signal"] and a["rows"] == b["rows"]
+    a, b = run["out"].result, run["again"].result
+    assert a.signal == b.signal and a.rows == b.rows
 
 
 def test_an_unavailable_signal_is_one_clear_error(run):
@@ -241,9 +243,9 @@ def test_analyse_without_option_features():
                 for i in range(40)]
     out = analyse({"s": preds("s", lambda i: i % 3 > 0), "t": preds("t", lambda i: True)}, "s", ["t"],
                   signal="auto")
-    assert out["signal"] in ("seq_prob", "token_q10", "token_margin", "learned")
+    assert out.signal in ("seq_prob", "token_q10", "token_margin", "learned")
     out = analyse({"s": preds("s", lambda i: True), "t": preds("t", lambda i: True)}, "s", ["t"], signal="auto")
-    assert out["signal"] == "seq_prob"
+    assert out.signal == "seq_prob"
     with pytest.raises(DistillError, match="'margin' is not available .*use one of seq_prob, token_q10, "
                                            "token_margin, learned or auto"):
         analyse({"s": preds("s", lambda i: True), "t": preds("t", lambda i: True)}, "s", ["t"], signal="margin")

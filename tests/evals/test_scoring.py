@@ -123,6 +123,18 @@ def test_mc_prompt_text():
         mc_prompt(row, [], "qa")
 
 
+def test_prompt_templates_keep_every_character():
+    """The prompt text keys every cached request: whitespace at either end of an input, an open-answer
+    row (no options line) and an empty option list must come out exactly as written."""
+    blank = PromptRow(id="b", source="t", task="t", input="  The sky is ", gold="blue", split="test", choices=None)
+    ex = PromptRow(id="e", source="t", task="t", input="Grass is\n", gold="green", split="train", choices=[])
+    assert mc_prompt(blank, [ex], "cloze") == "Grass is\n green\n\n  The sky is "
+    assert mc_prompt(blank, [ex]) == ("Question: Grass is\n\nOptions: \nAnswer: green\n\n"
+                                      "Question:   The sky is \nAnswer:")
+    assert self_verify_prompt(blank, [], " blue ").endswith("Question:   The sky is \nAnswer:  blue \n"
+                                                             "Question: Is that answer correct?\nOptions: Yes; No\nAnswer:")
+
+
 def test_cloze_prompts_are_what_the_model_scores(setup):
     store, rows, ex = setup
     seen = []

@@ -19,6 +19,8 @@ from core.errors import DistillError
 from distill.cli_eval import parse_prices
 from serve.cascade import check_spec
 from evals.signals import GENERATION_SIGNALS
+from evals.results import CascadeResult, Fit, VersusRandom
+from evals.settings import CascadeSettings
 from evals.task_eval import cascade_spec, evaluate_task, load_task_pool
 from tests.doubles import ScriptedTeacher
 
@@ -128,13 +130,13 @@ def run(tmp_path_factory):
     gold = write_labelled(task, 100)
     student, teacher = models(gold)
     with Store(tmp / "store.duckdb") as store:
-        out = evaluate_task(store, str(task), student, [teacher], tmp / "out", "run1", **OPTS)
+        out = evaluate_task(store, str(task), student, [teacher], tmp / "out", "run1", CascadeSettings(**OPTS))
         counts = {t: store.count(t) for t in ("requests", "evals", "eval_predictions", "prompts")}
         calls = student.scored + teacher.scored
         explained = student.calls + teacher.calls
         # Same models again, a new run: everything comes from the request cache.
         student2, teacher2 = models(gold)
-        again = evaluate_task(store, str(task), student2, [teacher2], tmp / "out2", "run2", **OPTS)
+        again = evaluate_task(store, str(task), student2, [teacher2], tmp / "out2", "run2", CascadeSettings(**OPTS))
         info = {
             "out": out, "again": again, "counts": counts, "calls": calls, "task": str(task), "gold": gold,
             "tmp": tmp, "again_calls": student2.scored + teacher2.scored,
@@ -153,30 +155,30 @@ def test_report_files_are_written(run):
     for name in ("report.md", "results.json", "cascade.json", "cascade.png", "reliability.png",
                  "risk_coverage.png", "slices.png"):
         assert (out_dir / name).stat().st_size > 0, name
-    assert run["out"]["report"] == str(out_dir / "report.md")
+    assert run["out"].report == out_dir / "report.md"
     for name in ("cascade.png", "reliability.png"):
         assert (out_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out_dir / "results.json").read_text())
-    assert saved["rows"] == json.loads(json.dumps(run["out"]["result"]["rows"]))
+    assert saved["rows"] == json.loads(json.dumps(run["out"].result.to_dict()["rows"]))
     assert "Cascade on" in (out_dir / "report.md").read_text()
 
 
 def test_the_result(run):
-    result = run["out"]["result"]
+    result = run["out"].result
     n_cal, n_test = len(run["calib"]), len(run["test"])
-    assert result["split_sizes"] == {"calibration": n_cal, "test": n_test} and min(n_cal, n_test) >= 10
-    assert result["task"] == run["task"] and result["signal"] == "seq_prob"
-    assert [r["role"] for r in result["rows"]] == ["student", "teacher", "cascade", "random", "oracle"]
-    acc = {r["role"]: r["accuracy"] for r in result["rows"]}
+    assert result.split_sizes == {"calibration": n_cal, "test": n_test} and min(n_cal, n_test) >= 10
+    assert result.task == run["task"] and result.signal == "seq_prob"
+    assert [r.role for r in result.rows] == ["student", "teacher", "cascade", "random", "oracle"]
+    acc = {r.role: r.accuracy for r in result.rows}
     assert acc["teacher"] > acc["student"]
-    assert result["resplits"]["n"] == 5 and result["resplits"]["delta"] == 0.2
-    assert result["fit"]["target_accuracy"] == 0.8 and result["fit"]["delta"] == 0.2
-    assert {s["slice"] for s in result["slices"]} <= set(LABELS)  # slices are the gold labels
-    assert "kd_baseline" not in result
+    assert result.resplits["n"] == 5 and result.resplits["delta"] == 0.2
+    assert result.fit.target_accuracy == 0.8 and result.fit.delta == 0.2
+    assert {s.slice for s in result.slices} <= set(LABELS)  # slices are the gold labels
+    assert result.kd_baseline is None
 
 
 def test_rationale_similarity_is_reported_and_cached(run):
-    rat = run["out"]["result"]["fidelity"]["rationales"]
+    rat = run["out"].result.fidelity.rationales
     assert rat["n"] == 12 and rat["teacher"] == "tea" and run["explained"] == 24
     assert rat["empty_explanations"] == {"student": 0, "teacher": 0}
     assert 0 < rat["similarity"]["value"] < 0.99  # the two models explain differently
@@ -184,23 +186,24 @@ def test_rationale_similarity_is_reported_and_cached(run):
     assert len(rat["examples"]) == 3 and rat["examples"][0]["student"].startswith("Because stu thinks")
     assert "Rationale similarity" in (run["tmp"] / "out" / "report.md").read_text()
     assert run["again_explained"] == 0  # the re-run reads the explanations from the store
-    assert run["again"]["result"]["fidelity"]["rationales"]["similarity"] == rat["similarity"]
+    assert run["again"].result.fidelity.rationales["similarity"] == rat["similarity"]
 
 
 def test_cascade_spec_passes_the_server_check_and_matches_the_fit(run):
-    result = run["out"]["result"]
-    d = json.loads(Path(run["out"]["cascade_spec"]).read_text())
+    result = run["out"].result
+    d = json.loads(run["out"].cascade_spec.read_text())
     spec = check_spec(d)
     assert spec.models == ["stu", "tea"] and spec.signal == "seq_prob" and spec.task == run["task"]
-    assert d["calibrators"] == [result["calibrator"]] and result["calibrator"]["method"] == "platt"
+    assert d["calibrators"] == [result.calibrator] and result.calibrator["method"] == "platt"
     # Serving routes the test items as the evaluation did.
     cal = spec.calibrators[0]
     preds = [p for p in run["preds"] if p["model"] == "stu" and p["split"] == "test"]
     conf = cal.apply([p["confidence"] for p in preds])
-    thr = {"inf": math.inf, "-inf": -math.inf}.get(result["threshold_text"], result["threshold"])
+    thr = {"inf": math.inf, "-inf": -math.inf}.get(result.threshold_text, result.threshold)
+    assert thr == result.threshold  # the text keeps the threshold, infinite or not
     np.testing.assert_array_equal(conf >= spec.thresholds[0], conf >= thr)
-    cascade = next(r for r in result["rows"] if r["role"] == "cascade")
-    assert np.mean(conf < spec.thresholds[0]) == pytest.approx(cascade["teacher_share"])
+    cascade = result.row("cascade")
+    assert np.mean(conf < spec.thresholds[0]) == pytest.approx(cascade.teacher_share)
 
 
 def test_the_eval_is_recorded_in_the_store(run):
@@ -210,9 +213,9 @@ def test_the_eval_is_recorded_in_the_store(run):
     assert e["run_id"] == "run1" and e["task"] == run["task"] and e["split"] == "test"
     config = json.loads(e["config"])
     assert config["student"] == "stu" and config["teachers"] == ["tea"] and config["signal"] == "seq_prob"
-    assert config["cascade_spec"] == run["out"]["cascade_spec"]
-    assert json.loads(e["metrics"])["rows"] == json.loads(json.dumps(run["out"]["result"]["rows"]))
-    assert e["report_path"] == run["out"]["report"]
+    assert config["cascade_spec"] == str(run["out"].cascade_spec)
+    assert json.loads(e["metrics"])["rows"] == json.loads(json.dumps(run["out"].result.to_dict()["rows"]))
+    assert e["report_path"] == str(run["out"].report)
     n = len(run["calib"]) + len(run["test"])
     assert run["counts"]["eval_predictions"] == 2 * n and len(run["preds"]) == 2 * n
     for p in run["preds"]:
@@ -226,8 +229,8 @@ def test_a_rerun_makes_no_model_call_and_no_new_requests(run):
     assert run["again_counts"]["requests"] == run["counts"]["requests"]
     assert run["again_counts"]["prompts"] == run["counts"]["prompts"]
     assert run["again_counts"]["evals"] == run["counts"]["evals"] + 1
-    first, second = run["out"]["result"], run["again"]["result"]
-    assert second["rows"] == first["rows"] and second["threshold"] == first["threshold"]
+    first, second = run["out"].result, run["again"].result
+    assert second.rows == first.rows and second.threshold == first.threshold
 
 
 def test_requests_cover_every_variant_and_the_teacher_once(run):
@@ -237,10 +240,11 @@ def test_requests_cover_every_variant_and_the_teacher_once(run):
 
 
 def test_student_tokens_count_one_variant_for_a_single_answer_signal(run):
-    result = run["out"]["result"]
-    student, teacher = result["rows"][0], result["rows"][1]
+    result = run["out"].result
+    student, teacher = result.rows[0], result.rows[1]
+    assert (student.role, teacher.role) == ("student", "teacher")
     # Every prompt is ~the same length; one variant's prompt, not three, is what the cascade runs.
-    assert 0.8 < student["tokens_per_1k"] / teacher["tokens_per_1k"] < 1.25
+    assert 0.8 < student.tokens_per_1k / teacher.tokens_per_1k < 1.25
 
 
 def test_no_target_means_no_resplits(tmp_path, store):
@@ -248,22 +252,28 @@ def test_no_target_means_no_resplits(tmp_path, store):
     gold = write_labelled(task, 80)
     student, teacher = models(gold)
     out = evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r",
-                        **dict(OPTS, target_accuracy=None, delta=None, signal="max_prob", variants=1))
-    assert "resplits" not in out["result"] and out["result"]["fit"]["chosen"]["reached"] is None
+                        CascadeSettings(**dict(OPTS, target_accuracy=None, delta=None, signal="max_prob", variants=1)))
+    assert out.result.resplits is None and out.result.fit.chosen["reached"] is None
     # A signal only option scoring gives: the spec is written, and the server refuses it with the fix.
     with pytest.raises(DistillError, match="cannot be computed from one generation.*--signal seq_prob"):
-        check_spec(json.loads(Path(out["cascade_spec"]).read_text()))
+        check_spec(json.loads(out.cascade_spec.read_text()))
 
 
 def test_cascade_spec_thresholds():
-    result = {"signal": "seq_prob", "calibrator": {"method": "platt", "params": {"a": 1.0, "b": 0.0}},
-              "threshold": 0.62}
+    result = CascadeResult(student="stu", cascade_teacher="tea", threshold=0.62, fit=Fit(), n_test=0, rows=[],
+                           cascade_vs_random=VersusRandom(), curve=[], apgr=None, cpt_50=None, cpt_80=None,
+                           signal="seq_prob", calibrator={"method": "platt", "params": {"a": 1.0, "b": 0.0}})
     spec = cascade_spec(result, "stu", "tea", "t")
-    assert spec == {"version": 1, "models": ["stu", "tea"], "signal": "seq_prob", "calibrators": [result["calibrator"]],
+    assert spec == {"version": 1, "models": ["stu", "tea"], "signal": "seq_prob", "calibrators": [result.calibrator],
                     "thresholds": [0.62], "task": "t"}
     check_spec(spec)
     # +inf (JSON None, threshold_text "inf"): every query escalates; served as threshold 1.0.
-    assert cascade_spec(dict(result, threshold=None, threshold_text="inf"), "stu", "tea", "t")["thresholds"] == [1.0]
+    result.threshold = math.inf
+    assert result.threshold_text == "inf" and result.to_dict()["threshold"] is None
+    assert cascade_spec(result, "stu", "tea", "t")["thresholds"] == [1.0]
+    # -inf (threshold_text "-inf"): nothing escalates; served as threshold 0.0.
+    result.threshold = -math.inf
+    assert result.threshold_text == "-inf" and cascade_spec(result, "stu", "tea", "t")["thresholds"] == [0.0]
 
 
 def test_student_only_threshold_maps_to_zero(tmp_path, store):
@@ -272,11 +282,11 @@ def test_student_only_threshold_maps_to_zero(tmp_path, store):
     # The student is always right and the teacher a coin flip: the best cascade is the student alone.
     student, teacher = models(gold, student_skill=lambda s: 1.0, teacher_skill=lambda s: 0.5)
     out = evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r",
-                        **dict(OPTS, target_accuracy=None, delta=None, resplits=0))
-    result = out["result"]
-    assert result["threshold_text"] == "-inf"
-    assert next(r for r in result["rows"] if r["role"] == "cascade")["teacher_share"] == 0.0
-    spec = check_spec(json.loads(Path(out["cascade_spec"]).read_text()))
+                        CascadeSettings(**dict(OPTS, target_accuracy=None, delta=None, resplits=0)))
+    result = out.result
+    assert result.threshold_text == "-inf" and result.threshold == -math.inf
+    assert result.row("cascade").teacher_share == 0.0
+    spec = check_spec(json.loads(out.cascade_spec.read_text()))
     assert spec.thresholds == [0.0]  # calibrated confidence >= 0 always: the student answers everything
 
 
@@ -291,7 +301,7 @@ def test_bad_settings_are_one_line_errors(tmp_path, store, kw, match):
     gold = write_labelled(task, 80)
     student, teacher = models(gold)
     with pytest.raises(DistillError, match=match) as err:
-        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", **dict(OPTS, **kw))
+        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", CascadeSettings(**dict(OPTS, **kw)))
     assert "\n" not in str(err.value)
     assert student.scored == teacher.scored == 0 and store.count("requests") == 0
 
@@ -301,7 +311,8 @@ def test_zero_variants_is_a_one_line_error(tmp_path, store):
     gold = write_labelled(task, 80)
     student, teacher = models(gold)
     with pytest.raises(DistillError):
-        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", **dict(OPTS, variants=0))
+        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r",
+                      CascadeSettings(**dict(OPTS, variants=0)))
 
 
 # --- the command line -----------------------------------------------------------------
@@ -407,23 +418,23 @@ def test_real_models_on_a_real_catalog_task(tmp_path, machine_cache):
     opts = dict(prompt_style="cloze", shots=0, signal="auto", max_teacher_share=0.5, limit=12,
                 kd_baseline=False, resplits=0, rationales=2)
     with Store(tmp_path / "store.duckdb") as store:
-        out = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out", "r1", **opts)
+        out = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out", "r1", CascadeSettings(**opts))
         n_requests = store.count("requests")
-        again = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out2", "r2", **opts)
+        again = evaluate_task(store, "arc_easy", student, [teacher], tmp_path / "out2", "r2", CascadeSettings(**opts))
         assert store.count("requests") == n_requests  # scores and explanations all come from the store
-    result = out["result"]
-    assert [r["role"] for r in result["rows"]] == ["student", "teacher", "cascade", "random", "oracle"]
-    assert result["split_sizes"] == {"calibration": 12, "test": 12}
-    assert result["signal_selection"]["chosen"] == result["signal"]
-    gain = result["curve_vs_random"]
-    assert gain["ci_low"] <= gain["value"] <= gain["ci_high"] and abs(gain["value"]) < 0.5
-    rat = result["fidelity"]["rationales"]
+    result = out.result
+    assert [r.role for r in result.rows] == ["student", "teacher", "cascade", "random", "oracle"]
+    assert result.split_sizes == {"calibration": 12, "test": 12}
+    assert result.signal_selection["chosen"] == result.signal
+    gain = result.curve_vs_random
+    assert gain.ci_low <= gain.value <= gain.ci_high and abs(gain.value) < 0.5
+    rat = result.fidelity.rationales
     assert rat["n"] == 2 and rat["empty_explanations"] == {"student": 0, "teacher": 0}
     assert all(ex["student"].startswith("Because ") for ex in rat["examples"])
-    assert again["result"]["rows"] == json.loads(json.dumps(result["rows"]))
-    spec = json.loads(Path(out["cascade_spec"]).read_text())
-    assert spec["signal"] == result["signal"] and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
-    if result["signal"] in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
+    assert again.result.rows == result.rows
+    spec = json.loads(out.cascade_spec.read_text())
+    assert spec["signal"] == result.signal and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
+    if result.signal in GENERATION_SIGNALS:  # only those can be served (checked by check_spec)
         check_spec(spec)
 
 
@@ -433,5 +444,5 @@ def test_bad_scoring_options_leave_the_store_unchanged(store, tmp_path, bad):
     gold = write_labelled(task, 30)
     student, teacher = models(gold)
     with pytest.raises(DistillError, match="unknown (debias 'prior'|prompt style 'qa')"):
-        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", **bad)
+        evaluate_task(store, str(task), student, [teacher], tmp_path / "out", "r", CascadeSettings(**bad))
     assert store.count("prompts") == 0 and store.count("requests") == 0
