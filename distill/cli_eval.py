@@ -117,6 +117,6 @@ def print_summary(result: CascadeResult) -> None:
           f"AUROC {_ci(q['after'].auroc)}")
     if result.resplits:
         r = result.resplits
-        print(f"accuracy target {r['target_accuracy']:.3f} held on the test half in {r['hits']}/{r['n']} "
-              f"random re-splits ({r['rate']:.0%}; delta {r['delta']}; certified on the calibration half in "
-              f"{sum(bool(x['reached_on_calibration']) for x in r['runs'])}/{r['n']})")
+        print(f"accuracy target {r.target_accuracy:.3f} held on the test half in {r.hits}/{r.n} "
+              f"random re-splits ({r.rate:.0%}; delta {r.delta}; certified on the calibration half in "
+              f"{sum(bool(x.reached_on_calibration) for x in r.runs)}/{r.n})")

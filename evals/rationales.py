@@ -16,6 +16,7 @@ from store.store import Store
 from core.stats import bootstrap_ci
 from prompts.rows import PromptRow
 from prompts.templates import render_exact
+from evals.results import RationaleExample, RationaleFidelity, SimilarityStat
 from engine.jobs import GenParams, Job, request_key
 from engine.engine import run_requests
 from clients.teachers import Teacher
@@ -41,16 +42,16 @@ def explain(store: Store, model: Teacher, rows: list[PromptRow], answers: list[s
     return [f"{OPENER} {t}" if t else "" for t in texts]
 
 
-def _mean_ci(values: np.ndarray, seed: int) -> dict:
+def _mean_ci(values: np.ndarray, seed: int) -> SimilarityStat:
     if values.size == 0:
-        return {"value": None, "ci_low": None, "ci_high": None, "n": 0}
+        return SimilarityStat()
     value, low, high = bootstrap_ci(np.mean, values, n=500, seed=seed)
-    return {"value": value, "ci_low": low, "ci_high": high, "n": int(values.size)}
+    return SimilarityStat(value, low, high, n=int(values.size))
 
 
 def rationale_fidelity(store: Store, student: Teacher, teacher: Teacher, rows: list[PromptRow],
                        student_answers: list[str], teacher_answers: list[str], run_id: str,
-                       seed: int = 0, examples: int = 3) -> dict:
+                       seed: int = 0, examples: int = 3) -> RationaleFidelity:
     """Cosine similarity of the two models' explanations (MiniLM), with bootstrap CIs."""
     s_text = explain(store, student, rows, student_answers, run_id)
     t_text = explain(store, teacher, rows, teacher_answers, run_id)
@@ -58,14 +59,13 @@ def rationale_fidelity(store: Store, student: Teacher, teacher: Teacher, rows: l
     # An empty explanation has no meaning to compare: it scores 0 rather than a spurious cosine.
     sims = np.where([bool(a and b) for a, b in zip(s_text, t_text)], (s_vec * t_vec).sum(axis=1), 0.0)
     same = np.array([a == b for a, b in zip(student_answers, teacher_answers)], dtype=bool)
-    return {
-        "model": "all-minilm-l6-v2", "n": len(rows), "teacher": teacher.name,
-        "similarity": _mean_ci(sims, seed),
-        "when_answers_agree": _mean_ci(sims[same], seed),
-        "when_answers_differ": _mean_ci(sims[~same], seed),
-        "empty_explanations": {"student": sum(not t for t in s_text), "teacher": sum(not t for t in t_text)},
-        "examples": [{"input": r.input[:300], "student_answer": sa, "student": st, "teacher_answer": ta,
-                      "teacher": tt, "similarity": float(sim)}
-                     for r, sa, st, ta, tt, sim in list(zip(rows, student_answers, s_text, teacher_answers,
-                                                            t_text, sims))[:examples]],
-    }
+    return RationaleFidelity(
+        model="all-minilm-l6-v2", n=len(rows), teacher=teacher.name,
+        similarity=_mean_ci(sims, seed),
+        when_answers_agree=_mean_ci(sims[same], seed),
+        when_answers_differ=_mean_ci(sims[~same], seed),
+        empty_explanations={"student": sum(not t for t in s_text), "teacher": sum(not t for t in t_text)},
+        examples=[RationaleExample(input=r.input[:300], student_answer=sa, student=st, teacher_answer=ta, teacher=tt,
+                                   similarity=float(sim))
+                  for r, sa, st, ta, tt, sim in list(zip(rows, student_answers, s_text, teacher_answers,
+                                                         t_text, sims))[:examples]])

@@ -16,7 +16,16 @@ from typing import Any
 import matplotlib
 
 from evals.formatting import cell, missing, num, pct
-from evals.results import CascadeResult, ConfidenceQuality, Fit, Interval, Row, VersusRandom
+from evals.results import (
+    CascadeResult,
+    ConfidenceQuality,
+    Fit,
+    Interval,
+    RationaleFidelity,
+    Resplits,
+    Row,
+    VersusRandom,
+)
 
 matplotlib.use("Agg")  # headless: reports are written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
@@ -169,24 +178,19 @@ def _fidelity(result: CascadeResult) -> list[str]:
              f"test items, and on {right} of the items the teacher gets right.")] + _rationale_lines(fid.rationales)
 
 
-def _interval(d: dict[str, Any] | None) -> Interval:  # a rationale statistic: {value, ci_low, ci_high, n}
-    d = d or {}
-    return Interval(d.get("value"), d.get("ci_low"), d.get("ci_high"))
-
-
-def _rationale_lines(rat: dict[str, Any] | None) -> list[str]:
-    if not rat:
+def _rationale_lines(rat: RationaleFidelity | None) -> list[str]:
+    if rat is None:
         return []
-    lines = [(f"\nRationale similarity (each model explains its own answer; cosine of `{rat.get('model')}` "
-              f"embeddings, {rat.get('n')} test items): {_ci(_interval(rat.get('similarity')))} overall, "
-              f"{_ci(_interval(rat.get('when_answers_agree')))} when the answers agree (n={(rat.get('when_answers_agree') or {}).get('n')}), "
-              f"{_ci(_interval(rat.get('when_answers_differ')))} when they differ "
-              f"(n={(rat.get('when_answers_differ') or {}).get('n')}). Empty explanations score 0: "
-              f"{rat.get('empty_explanations')}."), "", "| input | student | teacher | similarity |", "|---|---|---|---|"]
-    for ex in rat.get("examples") or []:
-        lines.append(f"| {cell(ex.get('input'))} | **{cell(ex.get('student_answer'))}**: {cell(ex.get('student'))} "
-                     f"| **{cell(ex.get('teacher_answer'))}**: {cell(ex.get('teacher'))} "
-                     f"| {num(ex.get('similarity'))} |")
+    empty = ", ".join(f"{who} {n}" for who, n in rat.empty_explanations.items())
+    lines = [(f"\nRationale similarity (each model explains its own answer; cosine of `{rat.model}` "
+              f"embeddings, {rat.n} test items): {_ci(rat.similarity)} overall, "
+              f"{_ci(rat.when_answers_agree)} when the answers agree (n={rat.when_answers_agree.n}), "
+              f"{_ci(rat.when_answers_differ)} when they differ (n={rat.when_answers_differ.n}). "
+              f"Empty explanations score 0: {empty}."), "", "| input | student | teacher | similarity |",
+             "|---|---|---|---|"]
+    for ex in rat.examples:
+        lines.append(f"| {cell(ex.input)} | **{cell(ex.student_answer)}**: {cell(ex.student)} "
+                     f"| **{cell(ex.teacher_answer)}**: {cell(ex.teacher)} | {num(ex.similarity)} |")
     return lines
 
 
@@ -201,18 +205,18 @@ def _slices_table(result: CascadeResult) -> list[str]:
     return lines
 
 
-def _resplits(rs: dict) -> list[str]:
-    delta, n = rs.get("delta"), num(rs.get("n"), ",.0f")
-    promise = "" if missing(delta) else (f" With delta = {delta:g} the guarantee (Learn-then-Test plus the test "
-                                          f"half's binomial noise) promises a rate of at least {pct(1 - delta)}.")
-    runs = rs.get("runs") or []
-    certified = sum(bool(r.get("reached_on_calibration")) for r in runs)
-    fallback = ("" if not runs or certified == len(runs) else
+def _resplits(rs: Resplits) -> list[str]:
+    n = num(rs.n, ",.0f")
+    promise = "" if missing(rs.delta) else (f" With delta = {rs.delta:g} the guarantee (Learn-then-Test plus the "
+                                             f"test half's binomial noise) promises a rate of at least "
+                                             f"{pct(1 - rs.delta)}.")
+    certified = sum(bool(r.reached_on_calibration) for r in rs.runs)
+    fallback = ("" if not rs.runs or certified == len(rs.runs) else
                 f" The target was certified on the calibration half in {certified} of them; the others fell back "
                 "to the most accurate point, which carries no guarantee.")
     return [(f"Calibration and test items were pooled and re-split at random {n} times, refitting everything on "
-            f"one half each time. The target accuracy {pct(rs.get('target_accuracy'))} held on the other half "
-            f"in {num(rs.get('hits'), ',.0f')} of {n} re-splits ({pct(rs.get('rate'))}).{promise}{fallback}")]
+            f"one half each time. The target accuracy {pct(rs.target_accuracy)} held on the other half "
+            f"in {num(rs.hits, ',.0f')} of {n} re-splits ({pct(rs.rate)}).{promise}{fallback}")]
 
 
 def _markdown(result: CascadeResult, title: str, extra_sections: dict[str, str] | None) -> str:

@@ -13,6 +13,7 @@ import numpy as np
 from evals.analysis import raw_confidence, select_signal
 from evals.calibrate import choose_threshold, fit_calibrator
 from evals.cascade import ModelAnswers, cascade_curve, cascade_outcome
+from evals.results import ResplitRun, Resplits
 
 
 def _answers(part: list[dict], conf: np.ndarray | None = None) -> ModelAnswers:
@@ -21,7 +22,7 @@ def _answers(part: list[dict], conf: np.ndarray | None = None) -> ModelAnswers:
 
 
 def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy: float, *, signal: str = "max_prob",
-                      calibration: str = "platt", delta: float | None = 0.1, n: int = 20, seed: int = 0) -> dict:
+                      calibration: str = "platt", delta: float | None = 0.1, n: int = 20, seed: int = 0) -> Resplits:
     """Hold rate of `target_accuracy` over `n` random 50/50 re-splits of the pooled items.
 
     `student` and `teacher` are per-item predictions (evals.scoring.answer_items) aligned by
@@ -46,10 +47,10 @@ def resplit_hold_rate(student: list[dict], teacher: list[dict], target_accuracy:
         chosen = choose_threshold(curve, s_c.n, target_accuracy=target_accuracy, delta=delta, batch_size=len(tst))
         out = cascade_outcome(_answers(s_tst, calibrator.apply(raw_tst)), _answers([teacher[i] for i in tst]),
                               chosen["threshold"])
-        runs.append({"signal": used, "test_accuracy": out["accuracy"], "teacher_share": out["teacher_share"],
-                     "calib_accuracy": chosen["accuracy"], "reached_on_calibration": chosen["reached"],
-                     "held": out["accuracy"] >= target_accuracy - 1e-12})
-    hits = sum(r["held"] for r in runs)
-    return {"target_accuracy": target_accuracy, "delta": delta, "signal": signal, "calibration": calibration,
-            "n": n, "hits": hits, "rate": hits / n, "mean_teacher_share": float(np.mean([r["teacher_share"] for r in runs])),
-            "runs": runs}
+        runs.append(ResplitRun(signal=used, test_accuracy=out["accuracy"], teacher_share=out["teacher_share"],
+                               calib_accuracy=float(chosen["accuracy"]), reached_on_calibration=chosen["reached"],
+                               held=out["accuracy"] >= target_accuracy - 1e-12))
+    hits = sum(r.held for r in runs)
+    return Resplits(target_accuracy=target_accuracy, delta=delta, signal=signal, calibration=calibration, n=n,
+                    hits=hits, rate=hits / n, mean_teacher_share=float(np.mean([r.teacher_share for r in runs])),
+                    runs=runs)

@@ -94,7 +94,7 @@ class Fidelity:
     teacher: str | None = None
     answer_agreement: Interval = field(default_factory=Interval)
     agreement_when_teacher_right: float | None = None
-    rationales: dict[str, Any] | None = None  # evals.rationales.rationale_fidelity
+    rationales: RationaleFidelity | None = None
 
 
 @dataclass
@@ -106,6 +106,64 @@ class Slice:
     student: float | None
     teacher: float | None
     cascade: float | None
+
+
+@dataclass
+class ResplitRun:
+    """One random 50/50 re-split: fitted on one half, scored on the other."""
+
+    signal: str
+    test_accuracy: float
+    teacher_share: float
+    calib_accuracy: float
+    reached_on_calibration: bool | None  # None: no target to reach
+    held: bool
+
+
+@dataclass
+class Resplits:
+    """How often the accuracy target fitted on calibration held on new data (evals.resplit)."""
+
+    target_accuracy: float
+    delta: float | None
+    signal: str
+    calibration: str
+    n: int
+    hits: int
+    rate: float
+    mean_teacher_share: float
+    runs: list[ResplitRun]
+
+
+@dataclass
+class SimilarityStat(Interval):
+    """Mean rationale similarity over `n` items, with its interval (all None when n is 0)."""
+
+    n: int = 0
+
+
+@dataclass
+class RationaleExample:
+    input: str
+    student_answer: str
+    student: str  # the student's explanation
+    teacher_answer: str
+    teacher: str
+    similarity: float
+
+
+@dataclass
+class RationaleFidelity:
+    """How similar the two models' explanations of their own answers are (evals.rationales)."""
+
+    model: str  # the embedding model
+    n: int
+    teacher: str
+    similarity: SimilarityStat
+    when_answers_agree: SimilarityStat
+    when_answers_differ: SimilarityStat
+    empty_explanations: dict[str, int]  # student, teacher
+    examples: list[RationaleExample]
 
 
 @dataclass
@@ -153,7 +211,7 @@ class CascadeResult:
     split_sizes: dict[str, int] | None = None
     baseline_cascades: dict[str, BaselineCascade] = field(default_factory=dict)
     kd_baseline: dict[str, Any] | None = None
-    resplits: dict[str, Any] | None = None  # evals.resplit.resplit_hold_rate
+    resplits: Resplits | None = None
 
     @property
     def threshold_text(self) -> str:

@@ -20,7 +20,7 @@ from evals.analysis import analyse
 from evals.committee import can_form_committee, committee_name, committee_predictions
 from core.stats import bootstrap_ci
 from evals.report import write_cascade_report
-from evals.results import BaselineCascade, CascadeResult, Row
+from evals.results import BaselineCascade, CascadeResult, RationaleFidelity, Row
 from evals.resplit import resplit_hold_rate
 from evals.settings import CascadeSettings
 from evals.scoring import answer_items, exemplar_sets
@@ -122,7 +122,7 @@ def _kd_baseline(store: Store, teacher: Teacher, pool: str, test: list[PromptRow
 
 
 def _rationales(store: Store, student: Teacher, teacher: Teacher, test: list[PromptRow], preds: dict,
-                n: int, run_id: str, seed: int) -> dict:
+                n: int, run_id: str, seed: int) -> RationaleFidelity:
     """Rationale similarity on the first `n` test items (each model explains its own answer)."""
     from evals.rationales import rationale_fidelity
 

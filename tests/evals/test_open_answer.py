@@ -213,7 +213,7 @@ def test_evaluate_task_runs_open_answer_end_to_end(run):
     assert 0.2 < student.accuracy < 0.9  # skill(s) = s: about half right
     assert "open answers" in result.kd_baseline["skipped"]
     assert result.chain["models"] == ["stu", "tea", "tea2"]
-    assert result.resplits["n"] == 3
+    assert result.resplits.n == 3
     assert run["out"].report.exists() and json.loads(run["out"].cascade_spec.read_text())
     assert {p["model"] for p in run["stored"]} == {"stu", "tea", "tea2"}
     assert all(p["confidence"] is not None for p in run["stored"] if p["model"] == "stu")

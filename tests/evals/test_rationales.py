@@ -24,15 +24,15 @@ def test_identical_explanations_score_one_and_different_ones_less(store):
     same = rationale_fidelity(store, ScriptedTeacher("a", ["an even number divides by two"]),
                               ScriptedTeacher("b", ["an even number divides by two"]), rows,
                               ["yes", "no", "yes", "no"], ["yes", "no", "no", "yes"], "run1")
-    assert same["similarity"]["value"] == pytest.approx(1.0, abs=1e-5)
-    assert same["when_answers_agree"]["n"] == 2 and same["when_answers_differ"]["n"] == 2
+    assert same.similarity.value == pytest.approx(1.0, abs=1e-5)
+    assert same.when_answers_agree.n == 2 and same.when_answers_differ.n == 2
     other = rationale_fidelity(store, ScriptedTeacher("c", ["an even number divides by two"]),
                                ScriptedTeacher("d", ["the weather in Paris is mild in spring"]), rows,
                                ["yes"] * 4, ["yes"] * 4, "run1")
-    assert other["similarity"]["value"] < 0.5 and other["when_answers_differ"]["n"] == 0
+    assert other.similarity.value < 0.5 and other.when_answers_differ.n == 0
 
 
 def test_an_empty_explanation_scores_zero(store):
     out = rationale_fidelity(store, ScriptedTeacher("e", [""]), ScriptedTeacher("f", ["two divides it"]),
                              _rows(2), ["yes", "no"], ["yes", "no"], "run1")
-    assert out["similarity"]["value"] == 0.0 and out["empty_explanations"] == {"student": 2, "teacher": 0}
+    assert out.similarity.value == 0.0 and out.empty_explanations == {"student": 2, "teacher": 0}

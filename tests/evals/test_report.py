@@ -10,7 +10,7 @@ import pytest
 
 from evals.analysis import analyse
 from evals.report import write_cascade_report
-from evals.results import CascadeResult, Fit, Interval, Row, VersusRandom
+from evals.results import CascadeResult, Fit, Interval, Resplits, ResplitRun, Row, VersusRandom
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PNGS = ("cascade.png", "reliability.png", "risk_coverage.png", "slices.png")
@@ -151,11 +151,14 @@ def test_nearly_empty_result_does_not_crash(tmp_path):
 
 def test_optional_sections_and_unpriced_models(result, tmp_path):
     result.prices_per_1m_tokens = {}  # no prices: the second panel plots tokens instead of cost
-    result.resplits = {"target_accuracy": 0.8, "hits": 17, "n": 20, "rate": 0.85, "delta": 0.1}
+    runs = [ResplitRun("max_prob", 0.82, 0.3, 0.85, reached_on_calibration=i < 18, held=i < 17) for i in range(20)]
+    result.resplits = Resplits(target_accuracy=0.8, delta=0.1, signal="max_prob", calibration="platt", n=20, hits=17,
+                               rate=0.85, mean_teacher_share=0.3, runs=runs)
     result.kd_baseline = {"description": "Student fine-tuned on the big teacher's soft labels."}
     md = write_cascade_report(result, tmp_path, "Optional").read_text()
     _assert_files(tmp_path)
     assert "held on the other half in 17 of 20 re-splits (85.0%)" in md
     assert "at least 90.0%" in md
+    assert "certified on the calibration half in 18 of them" in md  # two fell back: no guarantee there
     assert "## Classic KD baseline" in md and "soft labels" in md
     assert "Prices per 1M tokens: none given" in md

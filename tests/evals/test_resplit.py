@@ -31,15 +31,15 @@ def predictions(n: int, seed: int, informative: bool = True, n_train: int = 0):
 def test_shape_of_the_result():
     student, teacher = predictions(200, seed=0, n_train=30)
     out = resplit_hold_rate(student, teacher, 0.85, n=7, seed=1)
-    assert out["n"] == 7 and len(out["runs"]) == 7
-    assert 0 <= out["hits"] <= 7 and out["rate"] == pytest.approx(out["hits"] / 7)
-    assert out["hits"] == sum(r["held"] for r in out["runs"])
-    assert out["target_accuracy"] == 0.85 and out["delta"] == 0.1
-    assert out["signal"] == "max_prob" and out["calibration"] == "platt"
-    for r in out["runs"]:
-        assert r["held"] == (r["test_accuracy"] >= 0.85 - 1e-12)
-        assert 0 <= r["teacher_share"] <= 1
-    assert out["mean_teacher_share"] == pytest.approx(np.mean([r["teacher_share"] for r in out["runs"]]))
+    assert out.n == 7 and len(out.runs) == 7
+    assert 0 <= out.hits <= 7 and out.rate == pytest.approx(out.hits / 7)
+    assert out.hits == sum(r.held for r in out.runs)
+    assert out.target_accuracy == 0.85 and out.delta == 0.1
+    assert out.signal == "max_prob" and out.calibration == "platt"
+    for r in out.runs:
+        assert r.held == (r.test_accuracy >= 0.85 - 1e-12)
+        assert 0 <= r.teacher_share <= 1
+    assert out.mean_teacher_share == pytest.approx(np.mean([r.teacher_share for r in out.runs]))
 
 
 def test_deterministic_for_a_seed_and_varies_across_seeds():
@@ -48,21 +48,21 @@ def test_deterministic_for_a_seed_and_varies_across_seeds():
     b = resplit_hold_rate(student, teacher, 0.85, n=5, seed=3)
     c = resplit_hold_rate(student, teacher, 0.85, n=5, seed=4)
     assert a == b
-    assert [r["test_accuracy"] for r in a["runs"]] != [r["test_accuracy"] for r in c["runs"]]
+    assert [r.test_accuracy for r in a.runs] != [r.test_accuracy for r in c.runs]
 
 
 def test_learn_then_test_holds_on_an_informative_student():
     # The guarantee is on the population; a 300-item test half adds its own noise, hence 0.8 not 0.9.
     student, teacher = predictions(600, seed=0, n_train=50)
     ltt = resplit_hold_rate(student, teacher, 0.85, delta=0.1, n=40, seed=0)
-    assert ltt["rate"] >= 0.8
+    assert ltt.rate >= 0.8
     plain = resplit_hold_rate(student, teacher, 0.85, delta=None, n=40, seed=0)
     # Without the guarantee the threshold is tuned to the calibration half: it holds about half
     # the time, and the guarantee costs teacher calls.
-    assert plain["rate"] <= ltt["rate"] - 0.2
-    assert plain["mean_teacher_share"] < ltt["mean_teacher_share"]
+    assert plain.rate <= ltt.rate - 0.2
+    assert plain.mean_teacher_share < ltt.mean_teacher_share
     # The cascade is doing something: not all-teacher.
-    assert ltt["mean_teacher_share"] < 0.9
+    assert ltt.mean_teacher_share < 0.9
 
 
 def test_learned_signal_and_other_calibrators_run():
@@ -70,7 +70,7 @@ def test_learned_signal_and_other_calibrators_run():
     for kw in ({"signal": "learned"}, {"signal": "agreement", "calibration": "isotonic"},
                {"calibration": "none", "delta": None}):
         out = resplit_hold_rate(student, teacher, 0.8, n=3, **kw)
-        assert out["n"] == 3 and len(out["runs"]) == 3
+        assert out.n == 3 and len(out.runs) == 3
 
 
 def test_unknown_signal_raises():
@@ -84,4 +84,4 @@ def test_auto_signal_is_chosen_on_each_calibration_half():
     out = resplit_hold_rate(student, teacher, 0.8, signal="auto", n=4)
     # max_prob carries the information, agreement is noise: each half picks max_prob (or the
     # learned head built on it), never agreement.
-    assert out["signal"] == "auto" and {r["signal"] for r in out["runs"]} <= {"max_prob", "learned"}
+    assert out.signal == "auto" and {r.signal for r in out.runs} <= {"max_prob", "learned"}

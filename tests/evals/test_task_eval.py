@@ -171,7 +171,7 @@ def test_the_result(run):
     assert [r.role for r in result.rows] == ["student", "teacher", "cascade", "random", "oracle"]
     acc = {r.role: r.accuracy for r in result.rows}
     assert acc["teacher"] > acc["student"]
-    assert result.resplits["n"] == 5 and result.resplits["delta"] == 0.2
+    assert result.resplits.n == 5 and result.resplits.delta == 0.2
     assert result.fit.target_accuracy == 0.8 and result.fit.delta == 0.2
     assert {s.slice for s in result.slices} <= set(LABELS)  # slices are the gold labels
     assert result.kd_baseline is None
@@ -179,14 +179,14 @@ def test_the_result(run):
 
 def test_rationale_similarity_is_reported_and_cached(run):
     rat = run["out"].result.fidelity.rationales
-    assert rat["n"] == 12 and rat["teacher"] == "tea" and run["explained"] == 24
-    assert rat["empty_explanations"] == {"student": 0, "teacher": 0}
-    assert 0 < rat["similarity"]["value"] < 0.99  # the two models explain differently
-    assert rat["when_answers_agree"]["n"] + rat["when_answers_differ"]["n"] == 12
-    assert len(rat["examples"]) == 3 and rat["examples"][0]["student"].startswith("Because stu thinks")
+    assert rat.n == 12 and rat.teacher == "tea" and run["explained"] == 24
+    assert rat.empty_explanations == {"student": 0, "teacher": 0}
+    assert 0 < rat.similarity.value < 0.99  # the two models explain differently
+    assert rat.when_answers_agree.n + rat.when_answers_differ.n == 12
+    assert len(rat.examples) == 3 and rat.examples[0].student.startswith("Because stu thinks")
     assert "Rationale similarity" in (run["tmp"] / "out" / "report.md").read_text()
     assert run["again_explained"] == 0  # the re-run reads the explanations from the store
-    assert run["again"].result.fidelity.rationales["similarity"] == rat["similarity"]
+    assert run["again"].result.fidelity.rationales.similarity == rat.similarity
 
 
 def test_cascade_spec_passes_the_server_check_and_matches_the_fit(run):
@@ -429,8 +429,8 @@ def test_real_models_on_a_real_catalog_task(tmp_path, machine_cache):
     gain = result.curve_vs_random
     assert gain.ci_low <= gain.value <= gain.ci_high and abs(gain.value) < 0.5
     rat = result.fidelity.rationales
-    assert rat["n"] == 2 and rat["empty_explanations"] == {"student": 0, "teacher": 0}
-    assert all(ex["student"].startswith("Because ") for ex in rat["examples"])
+    assert rat.n == 2 and rat.empty_explanations == {"student": 0, "teacher": 0}
+    assert all(ex.student.startswith("Because ") for ex in rat.examples)
     assert again.result.rows == result.rows
     spec = json.loads(out.cascade_spec.read_text())
     assert spec["signal"] == result.signal and spec["models"] == ["smollm2-135m-instruct", "gemma-3-270m"]
