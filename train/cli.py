@@ -11,9 +11,16 @@ from core.errors import DistillError
 
 
 def add_settings(parser: argparse.ArgumentParser, settings_cls: type) -> None:
-    """One `--flag` per settings field, typed and defaulted from the dataclass."""
+    """One `--flag` per settings field, typed and defaulted from the dataclass; a bool field is a
+    `--flag / --no-flag` pair (argparse's `type=bool` would read "False" as True)."""
     for name, value in asdict(settings_cls()).items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=value)
+        elif isinstance(value, (int, float, str)):
+            parser.add_argument(flag, type=type(value), default=value)
+        else:  # None, lists, dicts: no single flag type; the field needs its own argument
+            raise TypeError(f"{settings_cls.__name__}.{name}: add_settings maps int, float, str and bool fields only")
 
 
 def trainer_parser(doc: str, data_help: str, output_default: str) -> argparse.ArgumentParser:
