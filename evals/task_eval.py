@@ -39,6 +39,12 @@ class TaskEvaluation:
     result: CascadeResult
     cascade_spec: Path
 
+    def __str__(self) -> str:  # one line for progress logs; the report has the rest
+        casc = self.result.row("cascade")
+        share = "n/a" if casc is None or casc.teacher_share is None else f"{casc.teacher_share:.0%}"
+        acc = "n/a" if casc is None or casc.accuracy is None else f"{casc.accuracy:.3f}"
+        return f"cascade accuracy {acc} at {share} teacher calls; report {self.report}"
+
 
 def _is_number(text: str) -> bool:
     """"18", "-3.5", "1,234", "3/4"."""
