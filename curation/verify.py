@@ -3,7 +3,7 @@
     answer_match  final answer vs the human gold: numbers, fractions, symbolic math (sympy /
                   math-verify via curation/math_answers.py), multiple-choice letters or texts, yes/no
     code          the sample's code run against the prompt's unit tests in a sandboxed subprocess
-                  (synth/sandbox.py; HumanEval-style meta: test, entry_point)
+                  (synth/code_check.py, judged outside the sandboxed code; HumanEval-style meta: test, entry_point)
     tool_schema   tool calls valid against the prompt's JSON schemas
     bfcl          tool calls vs BFCL ground truth (AST match of function name and arguments)
     format        length, refusal, language (Latin script share) and truncated output
@@ -49,7 +49,7 @@ def _answer_match(samples: list[dict]) -> list[Check]:
 
 
 def _code(samples: list[dict]) -> list[Check]:
-    from synth.sandbox import check_many
+    from synth.code_check import check_many
 
     items = []
     for s in samples:

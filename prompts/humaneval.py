@@ -6,7 +6,7 @@ that continues it, and `test` defines `check(candidate)`, whose asserts decide c
 
 Rows: input = the prompt (what a teacher completes), gold = the canonical solution (the human
 reference answer; prompt + gold passes the tests, so it is also a known-good completion), and
-meta = {"test", "entry_point", "task_id"}, which synth.sandbox.check_code runs a sample against.
+meta = {"test", "entry_point", "task_id"}, which synth.code_check.check_code runs a sample against.
 """
 from __future__ import annotations
 

