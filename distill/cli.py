@@ -10,9 +10,9 @@ from core.errors import DistillError
 DEFAULT_STORE = "runs/distill.duckdb"
 
 
-def _sub(subs, name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+def _sub(subs, name: str, help_text: str, example: str, add_help: bool = True) -> argparse.ArgumentParser:
     return subs.add_parser(name, help=help_text, description=help_text, epilog="example:\n  " + example,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter, add_help=add_help)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "serve", "serve a local model or a calibrated cascade over an OpenAI-compatible "
              "/v1/chat/completions endpoint",
              "distill serve --model smollm2-135m-instruct --port 8000\n"
-             "  distill serve --cascade runs/eval/cascade.json --port 8000")
+             "  distill serve --cascade runs/eval/cascade.json --port 8000",
+             add_help=False)  # --help is serve.cli's own, with every option
     p.add_argument("rest", nargs=argparse.REMAINDER,
                    help="arguments of serve.cli (--model or --cascade, --port, ...)")
     p.set_defaults(func=cmd_script, script="serve.cli")

@@ -37,7 +37,7 @@ from serve import faults as fault_kinds
 from serve import openai_api
 from serve.faults import FaultPlan, parse_faults
 from serve.openai_api import Reply, bad
-from serve.server import ServerHandle, Server, check_options, launch
+from serve.server import ServeGuard, ServerHandle, Server, check_options, launch
 from serve.backends import ModelBackend, Stats
 
 SERVED_NAME = "cascade"
@@ -227,12 +227,13 @@ class _CascadeServer(Server):
 
 def start_cascade_server(spec_path: str | Path, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                          faults: str | None = None, seed: int = 0, max_batch: int = 16,
-                         batch_wait_ms: float = 5.0) -> ServerHandle:
+                         batch_wait_ms: float = 5.0, guard: ServeGuard | None = None) -> ServerHandle:
     """Load every model of the spec, listen on host:port (0 picks a free port) and return.
 
     `.stats["models"][name]` counts each model's batches, batched rows and answers.
     """
     check_options(latency_s, max_batch, batch_wait_ms, port)
+    (guard := guard or ServeGuard()).check(host)
     plan = parse_faults(faults, seed)
     spec = load_spec(spec_path)
     from clients.models import model_path
@@ -247,5 +248,5 @@ def start_cascade_server(spec_path: str | Path, *, host: str = "127.0.0.1", port
     except BaseException:
         _Chain(backends).close()
         raise
-    return launch(_CascadeServer(spec, backends, plan, latency_s, seed, stats), host, port)
+    return launch(_CascadeServer(spec, backends, plan, latency_s, seed, stats), host, port, guard)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -23,7 +24,7 @@ from typing import Any, Iterator
 from core.errors import DistillError
 from serve import faults as fault_kinds
 from serve.cascade import start_cascade_server
-from serve.server import start_server
+from serve.server import ServeGuard, start_server
 
 
 @contextlib.contextmanager
@@ -43,6 +44,17 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _api_key(env_name: str | None) -> str | None:
+    """The key from the named environment variable: never from the command line, where `ps` shows it."""
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name, "")
+    if len(key) < 8:
+        raise DistillError(f"--api-key-env {env_name}: that environment variable is unset or shorter than 8 "
+                           f"characters; export {env_name}=<a long random key>")
+    return key
+
+
 def main(argv: list[str] | None = None) -> int:
     """`distill serve`: serve until Ctrl-C; returns the exit code."""
     head, _, example = __doc__.partition("example:\n")
@@ -58,10 +70,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="fault RNG seed and default generation seed")
     parser.add_argument("--max-batch", type=int, default=16, help="most requests per model call")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    parser.add_argument("--api-key-env", metavar="NAME", help="an environment variable holding the key callers "
+                        "must send as 'Authorization: Bearer <key>' (required with a --host beyond loopback)")
+    parser.add_argument("--max-body-mb", type=int, default=16, help="largest request body or uploaded batch file")
+    parser.add_argument("--max-choices", type=int, default=64, help="most completions one request may ask for "
+                        "(prompts x n)")
     args = parser.parse_args(argv)
+    try:
+        guard = ServeGuard(api_key=_api_key(args.api_key_env), max_body_mb=args.max_body_mb,
+                           max_choices=args.max_choices)
+    except DistillError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {"host": args.host, "port": args.port, "latency_s": args.latency,
                                "faults": args.faults, "seed": args.seed, "max_batch": args.max_batch,
-                               "batch_wait_ms": args.batch_wait_ms}
+                               "batch_wait_ms": args.batch_wait_ms, "guard": guard}
     try:
         if (args.model is None) == (args.cascade is None):
             raise DistillError("serve needs one of --model NAME or --cascade SPEC.json")

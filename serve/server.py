@@ -17,8 +17,12 @@ is never read or logged and the access log is off.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
+import sys
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -32,16 +36,48 @@ from serve.faults import FaultPlan, parse_faults
 from serve.openai_api import HttpError, SamplingParams, Reply, bad, check_common
 
 
+@dataclass
+class ServeGuard:
+    """Who may call the server and how much one request may ask for."""
+
+    api_key: str | None = None  # required as "Authorization: Bearer <key>" when set
+    max_body_mb: int = 16  # request bodies and uploaded batch files
+    max_choices: int = 64  # prompts x n in one request
+
+    def check(self, host: str) -> None:
+        if self.max_body_mb < 1 or self.max_choices < 1:
+            raise DistillError("serve needs --max-body-mb >= 1 and --max-choices >= 1")
+        if self.api_key is None and not _is_loopback(host):
+            raise DistillError(f"--host {host} is reachable from other machines: give it a key with "
+                               "--api-key-env NAME (an environment variable holding the key), or use --host 127.0.0.1")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _choices_asked(body: dict[str, Any]) -> int:
+    prompt, n = body.get("prompt"), body.get("n", 1)
+    prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int) else 1
+    return prompts * (n if isinstance(n, int) and n > 0 else 1)
+
+
 class Server:
     def __init__(self, model: str, backend: Any, plan: FaultPlan, latency_s: float, seed: int, stats: Stats) -> None:
         self.model, self.backend, self.plan, self.latency_s, self.seed = model, backend, plan, latency_s, seed
         self.stats = stats
+        self.guard = ServeGuard()
         self.stopping: asyncio.Event | None = None
         self.runner: web.AppRunner | None = None
 
     async def start(self, host: str, port: int) -> int:
         self.stopping = asyncio.Event()
-        app = web.Application(client_max_size=64 * 2**20)  # long few-shot prompts exceed aiohttp's 1 MiB
+        app = web.Application(client_max_size=self.guard.max_body_mb << 20, middlewares=[self._guarded])
         app.add_routes([web.get("/v1/models", self.models), web.get("/health", self.health),
                         web.post("/v1/chat/completions", self.chat), web.post("/v1/completions", self.completions)])
         self.batches = batch_server.mount(app, self)  # files + batches, run on this server's backend
@@ -67,6 +103,27 @@ class Server:
             return True
         except asyncio.TimeoutError:
             return False
+
+    @web.middleware
+    async def _guarded(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The key, then the handler; whatever goes wrong inside is a JSON error, never a traceback."""
+        if self.guard.api_key and request.path != "/health":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, f"Bearer {self.guard.api_key}".encode()):
+                return HttpError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", None,
+                                 "invalid_api_key").response()
+        try:
+            return await handler(request)
+        except web.HTTPRequestEntityTooLarge:
+            return HttpError(413, f"the request body is over {self.guard.max_body_mb} MB (distill serve "
+                                  "--max-body-mb)", None, "request_too_large").response()
+        except web.HTTPException:
+            raise
+        except RecursionError:
+            return bad("the request body is nested too deeply").response()
+        except Exception as err:  # a bug: one line on the server's stderr, no details to the caller
+            print(f"distill serve: {request.path}: {type(err).__name__}", file=sys.stderr, flush=True)
+            return HttpError(500, "internal server error").response()
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -94,6 +151,9 @@ class Server:
             except ValueError:
                 raise bad("the request body is not valid JSON") from None
             check_common(body, self.model)
+            if _choices_asked(body) > self.guard.max_choices:
+                raise bad(f"this request asks for {_choices_asked(body)} completions (prompts x n); the server "
+                          f"allows {self.guard.max_choices} (distill serve --max-choices)", "n")
             result = await answer(body, truncate=fault == "truncate")
         except HttpError as err:
             return err.response()
@@ -185,17 +245,19 @@ def check_options(latency_s: float, max_batch: int, batch_wait_ms: float, port: 
 
 def start_server(model: str, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                  faults: str | None = None, seed: int = 0, max_batch: int = 16,
-                 batch_wait_ms: float = 5.0) -> ServerHandle:
+                 batch_wait_ms: float = 5.0, guard: ServeGuard | None = None) -> ServerHandle:
     """Load `model` ("echo" for none), listen on host:port (0 picks a free port) and return."""
     check_options(latency_s, max_batch, batch_wait_ms, port)
+    (guard := guard or ServeGuard()).check(host)
     plan = parse_faults(faults, seed)  # before loading a model: a typo should fail fast
     stats = Stats()
     backend: Any = EchoBackend() if model == "echo" else ModelBackend(model, max_batch, batch_wait_ms / 1000, stats)
-    return launch(Server(model, backend, plan, latency_s, seed, stats), host, port)
+    return launch(Server(model, backend, plan, latency_s, seed, stats), host, port, guard)
 
 
-def launch(server: Server, host: str, port: int) -> ServerHandle:
+def launch(server: Server, host: str, port: int, guard: ServeGuard | None = None) -> ServerHandle:
     """Run `server` on its own event-loop thread (also used by serve/cascade.py)."""
+    server.guard = guard or ServeGuard()
     backend = server.backend
     loop = asyncio.new_event_loop()
     started, box = threading.Event(), {}
