@@ -58,6 +58,12 @@ class ApiTeacher:
         self._proxy: str | None = None
         self._map_prices: Any = _UNSET  # litellm's price map, looked up once for direct calls
 
+    def secret(self) -> str | None:
+        """The key this teacher may send: its own (`api_key`, `api_key_env`); else OPENAI_API_KEY, but only to
+        OpenAI's own endpoint. A custom `api_base` never receives an environment key the user did not name
+        for it (a server on another host would otherwise collect the user's OpenAI key)."""
+        return self._key.get() or (None if self.api_base else os.environ.get("OPENAI_API_KEY"))
+
     def __repr__(self) -> str:
         return f"ApiTeacher(name={self.name!r}, model={self.model!r}, api_base={self.api_base!r}, key=***)"
 
@@ -163,15 +169,17 @@ class ApiTeacher:
             kwargs["seed"] = seed
         if self.api_base:
             kwargs["api_base"] = self.api_base
-        if self._key.get():
-            kwargs["api_key"] = self._key.get()
+        # litellm falls back to OPENAI_API_KEY for any openai/ model: a custom api_base gets a placeholder instead.
+        kwargs["api_key"] = self._key.get() or ("none" if self.api_base else None)
+        if kwargs["api_key"] is None:
+            del kwargs["api_key"]
         try:
             response = await litellm.acompletion(**kwargs)
             return self._generation(response, msgs)
         except ApiError:
             raise
         except Exception as exc:
-            raise classify(exc, self._key.get()) from None
+            raise classify(exc, self.secret()) from None
 
     async def _direct(self, msgs: list[dict], max_new_tokens: int, temperature: float,
                       stop: Sequence[str] | None, seed: int | None) -> Generation:
@@ -184,7 +192,7 @@ class ApiTeacher:
         (bench/RESULTS.md). This POST costs about 0.2 ms. Named providers keep litellm, whose
         request translation is the point there; so does any teacher with `extra_params`.
         """
-        secret = self._key.get() or os.environ.get("OPENAI_API_KEY")  # litellm's fallback too
+        secret = self.secret()
         body: dict[str, Any] = {"model": self.model.split("/", 1)[1], "messages": msgs,
                                 "max_tokens": max_new_tokens, "temperature": temperature}
         if stop:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -59,17 +58,13 @@ class BatchStats:
     errors: Counter = field(default_factory=Counter)  # failed requests by error class
 
 
-def _secret(teacher: ApiTeacher) -> str | None:
-    return teacher._key.get() or os.environ.get("OPENAI_API_KEY")  # litellm falls back to the env key too
-
-
 def _client(teacher: ApiTeacher) -> openai.AsyncOpenAI:
     """A client of the teacher's server (use it in `async with`); refuses providers without this format."""
     provider = litellm.get_llm_provider(teacher.model)[1]
     if provider != "openai":
         raise DistillError(f"teacher {teacher.name}: batch mode needs an OpenAI-compatible teacher "
                            f"(api:openai/<model>, optionally with --api-base), not provider {provider!r}")
-    key = _secret(teacher) or ("none" if teacher.api_base else None)  # local servers need no key
+    key = teacher.secret() or ("none" if teacher.api_base else None)  # local servers need no key
     if key is None:
         raise DistillError(f"teacher {teacher.name}: no API key; set {teacher.api_key_env or 'OPENAI_API_KEY'}")
     # The SDK retries 429 / 5xx / dropped connections twice with backoff: right for uploads and polls.
@@ -77,7 +72,7 @@ def _client(teacher: ApiTeacher) -> openai.AsyncOpenAI:
 
 
 def _fail(teacher: ApiTeacher, what: str, exc: BaseException) -> DistillError:
-    err = classify(exc, _secret(teacher))
+    err = classify(exc, teacher.secret())
     hint = (f"; set {teacher.api_key_env or 'the key'} to a valid key" if err.kind == "auth"
             else "; re-run to retry (submitted requests stay recorded)")
     return DistillError(f"teacher {teacher.name}: batch {what} failed ({err.kind}: {err.message[:200]}){hint}")
@@ -163,7 +158,7 @@ async def _poll(teacher: ApiTeacher, client: openai.AsyncOpenAI, batch_id: str, 
             batch = await client.batches.retrieve(batch_id)
             failures = 0
         except Exception as exc:
-            err = classify(exc, _secret(teacher))
+            err = classify(exc, teacher.secret())
             if err.status == 404:
                 return None
             failures += 1
@@ -269,7 +264,7 @@ async def acollect_batch(store: Store, teacher: ApiTeacher, batch_id: str, *, ru
                      **await _lines(teacher, client, batch.output_file_id)}
     stats = stats if stats is not None else BatchStats()
     stats.collected += 1
-    secret, missing, now = _secret(teacher), _missing(batch), time.time()
+    secret, missing, now = teacher.secret(), _missing(batch), time.time()
     requests, samples = [], []
     for row in rows:
         submitted_at = json.loads(row["extra"] or "{}").get("submitted_at", now)

@@ -105,3 +105,24 @@ def test_agenerate_over_real_http_and_error_classes():
     assert [r.kind for r in results[1:]] == ["rate_limit", "server_error", "malformed", "timeout", "connection"]
     assert results[1].retry_after == 1.0
     assert all(SECRET not in str(r) for r in results[1:])
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-post", "litellm"])
+def test_the_openai_key_goes_only_to_openai_unless_named(monkeypatch, direct):
+    """A custom api_base never receives OPENAI_API_KEY from the environment: only a key named for it."""
+    from serve.server import ServeGuard
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-users-openai-key-0123")
+    monkeypatch.setenv("LOCAL_KEY", "sk-users-openai-key-0123")
+    extra = {} if direct else {"extra_params": {"top_p": 1.0}}  # extra params route through litellm
+    rendered = json.dumps([{"role": "user", "content": "hi"}])
+    with start_server("echo", guard=ServeGuard(api_key="sk-users-openai-key-0123")) as server:
+        unnamed = ApiTeacher("t", "openai/echo", api_base=server.url, timeout_s=10, **extra)
+        assert unnamed.direct is direct and unnamed.secret() is None
+        with pytest.raises(ApiError) as err:  # the server sees no key: 401
+            asyncio.run(unnamed.agenerate(rendered, max_new_tokens=8, temperature=0.0, stop=[], seed=1))
+        assert "0123" not in str(err.value)
+        named = ApiTeacher("t", "openai/echo", api_base=server.url, api_key_env="LOCAL_KEY", timeout_s=10, **extra)
+        gen = asyncio.run(named.agenerate(rendered, max_new_tokens=8, temperature=0.0, stop=[], seed=1))
+        assert gen.text == "echo: hi"
+    assert ApiTeacher("t", "gpt-4o-mini").secret() == "sk-users-openai-key-0123"  # OpenAI's own endpoint
