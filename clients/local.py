@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from clients.control_tokens import escape_control_tokens, special_strings, warn_escaped
 from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
@@ -106,14 +108,25 @@ class LocalGenerator(ContinuationScoring):
             bos_token_id=gc.bos_token_id, eos_token_id=self.eos_ids, pad_token_id=self.tokenizer.pad_token_id
         )
         self.is_chat = bool(getattr(self.tokenizer, "chat_template", None))
+        self.control_tokens = special_strings(self.tokenizer)  # escaped in user text (clients/control_tokens.py)
 
     # ---- prompts -------------------------------------------------------------------------
 
     def render(self, messages_or_text: str | Sequence[dict[str, str]]) -> str:
         """Turn chat messages into the model's prompt string; plain strings pass through."""
-        if isinstance(messages_or_text, str):
-            return messages_or_text
-        messages = list(messages_or_text)
+        specials = self.control_tokens
+        if isinstance(messages_or_text, str):  # a completion prompt built from our templates and user text
+            bos = self.tokenizer.bos_token or ""
+            head = bos if bos and messages_or_text.startswith(bos) else ""
+            text, found = escape_control_tokens(messages_or_text[len(head):], specials)
+            warn_escaped(self.name, found)
+            return head + text
+        messages, found = [], 0
+        for m in messages_or_text:  # user text must not open or close turns: escape before the template
+            content, n = escape_control_tokens(m["content"], specials)
+            messages.append({**m, "content": content})
+            found += n
+        warn_escaped(self.name, found)
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         # Base models have no template: a plain transcript is the format they continue best.
