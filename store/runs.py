@@ -1,8 +1,9 @@
 """One way to record a stage as a run in the store: `with recorded_run(store, stage, config) as run:`.
 
 The run starts before the work and finishes after it: `done`, `cached` (the summary says
-`cached: True`: a finished result was reused) or `failed` (the error is recorded and re-raised,
-Ctrl-C included), with wall time plus any timings the stage adds. Its config is written without
+`cached: True`: a finished result was reused), `failed` (the error is recorded and re-raised)
+or `interrupted` (Ctrl-C; a run whose process was killed outright is marked so by the next process
+that opens the store), with wall time plus any timings the stage adds. Its config is written without
 secret-looking keys or values (Store.start_run / finish_run drop them: the one place a run's config
 is written). Under `accelerate launch` only the main process writes.
 """
@@ -60,10 +61,11 @@ def recorded_run(store: Store | str | Path | None, stage: str, config: dict) -> 
         yield run
     except BaseException as err:
         error = f"{type(err).__name__}: {err}"[:1000]
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"  # Ctrl-C: interrupted
 
         def failed(s: Store) -> None:
             summary = dict(s.run_summary(run.run_id) if run.summary is None else run.summary, error=error)
-            s.finish_run(run.run_id, "failed", _timings(run, began), summary=summary, config=run.config)
+            s.finish_run(run.run_id, status, _timings(run, began), summary=summary, config=run.config)
         write(failed)
         raise
     status = "cached" if (run.summary or {}).get("cached") else "done"

@@ -107,5 +107,11 @@ def _m004_teacher_logprobs(con: duckdb.DuckDBPyConnection) -> None:
             PRIMARY KEY (sample_id, teacher, mode, k))""")
 
 
+def _m005_run_owner(con: duckdb.DuckDBPyConnection) -> None:
+    # host:pid:start-ticks of the process running a run, so the next process that opens the store can mark
+    # a run whose process died (kill -9) `interrupted` instead of leaving it `running` forever.
+    con.execute("ALTER TABLE runs ADD COLUMN owner VARCHAR")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary, _m003_curation,
-                                                                  _m004_teacher_logprobs]
+                                                                  _m004_teacher_logprobs, _m005_run_owner]

@@ -23,6 +23,7 @@ import pyarrow as pa
 from store.schema import MIGRATIONS
 from store.queries import CurationQueries, to_json
 from core.errors import DistillError
+from core.process import owner_is_gone, process_owner
 from core.secrets import public_config
 from prompts.rows import PromptRow
 
@@ -63,6 +64,7 @@ class Store(CurationQueries):
             raise DistillError(f"cannot open store {self.path}: {str(err).splitlines()[0]}") from None
         if not read_only:
             self.migrate()
+            self.mark_interrupted_runs()
 
     def __enter__(self) -> "Store":
         return self
@@ -79,6 +81,9 @@ class Store(CurationQueries):
         self.con.execute("""CREATE TABLE IF NOT EXISTS schema_migrations (
             version INTEGER PRIMARY KEY, name VARCHAR, applied_at TIMESTAMP DEFAULT current_timestamp)""")
         done = {v for (v,) in self.con.execute("SELECT version FROM schema_migrations").fetchall()}
+        if done and max(done) > len(MIGRATIONS):
+            raise DistillError(f"store {self.path} has schema version {max(done)}, newer than this distill knows "
+                               f"({len(MIGRATIONS)}): upgrade distill, or use another --store")
         applied = []
         for version, migration in enumerate(MIGRATIONS, start=1):
             if version in done:
@@ -100,9 +105,18 @@ class Store(CurationQueries):
     def start_run(self, stage: str, config: dict) -> str:
         """Use store.runs.recorded_run, which also finishes the run; the config is written without secrets."""
         run_id = f"{stage}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        self.con.execute("INSERT INTO runs (id, stage, config, git_sha) VALUES (?, ?, ?, ?)",
-                         [run_id, stage, to_json(public_config(config)), git_sha()])
+        self.con.execute("INSERT INTO runs (id, stage, config, git_sha, owner) VALUES (?, ?, ?, ?, ?)",
+                         [run_id, stage, to_json(public_config(config)), git_sha(), process_owner()])
         return run_id
+
+    def mark_interrupted_runs(self) -> list[str]:
+        """Runs left `running` by a process of this host that is gone (kill -9) become `interrupted`."""
+        running = self.con.execute("SELECT id, owner FROM runs WHERE status = 'running'").fetchall()
+        gone = [run_id for run_id, owner in running if owner_is_gone(owner)]
+        for run_id in gone:
+            self.con.execute("UPDATE runs SET status = 'interrupted', finished_at = current_timestamp WHERE id = ?",
+                             [run_id])
+        return gone
 
     def finish_run(self, run_id: str, status: str = "done", timings: dict | None = None,
                    summary: dict | None = None, config: dict | None = None) -> None:

@@ -34,14 +34,14 @@ def test_a_reused_result_is_cached(tmp_path):
         assert store.runs()[0]["status"] == "cached"
 
 
-@pytest.mark.parametrize("error", [ValueError("bad input"), KeyboardInterrupt()])
-def test_an_error_marks_the_run_failed_and_is_raised(tmp_path, error):
+@pytest.mark.parametrize("error, status", [(ValueError("bad input"), "failed"), (KeyboardInterrupt(), "interrupted")])
+def test_an_error_marks_the_run_failed_and_is_raised(tmp_path, error, status):
     path = tmp_path / "s.duckdb"
     with pytest.raises(type(error)):
         with recorded_run(path, "curate", {"pool": "p"}):
             raise error
     row = _runs(path)["curate"]
-    assert row["status"] == "failed"
+    assert row["status"] == status
     assert json.loads(row["summary"])["error"].startswith(type(error).__name__)
 
 
