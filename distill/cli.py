@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from core.errors import DistillError
+from core.errors import DistillError, RequestsIncomplete
 
 DEFAULT_STORE = "runs/distill.duckdb"
 
@@ -106,6 +106,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
                              max_new_tokens=args.max_new_tokens, examples=args.examples, seed=args.seed)
     with Store(args.store) as store, recorded_run(store, "synth", _config(args)) as run:
         print(json.dumps(run_kind(args.kind, store, teacher, args.pool, run.run_id, settings), indent=1))
+        incomplete = store.requests_outcome(run.run_id)
+        if incomplete:  # the run ends failed with this line; what succeeded stays in the store
+            raise RequestsIncomplete(incomplete)
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -357,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except DistillError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RequestsIncomplete as err:
+        print(f"incomplete: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("interrupted: finished work is in the store; run the same command again to resume", file=sys.stderr)
         return 130

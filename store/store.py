@@ -149,6 +149,24 @@ class Store(CurationQueries):
                 m["errors"][key] = m["errors"].get(key, 0) + r["n"]
         return summary
 
+    def requests_outcome(self, run_id: str) -> str | None:
+        """None when every request of the run is done; else one line: done / failed by class / left."""
+        models = self.run_summary(run_id)
+        by_status: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for m in models.values():
+            for status, n in m["by_status"].items():
+                by_status[status] = by_status.get(status, 0) + n
+            for kind, n in m["errors"].items():
+                errors[kind] = errors.get(kind, 0) + n
+        total, done = sum(by_status.values()), by_status.get("done", 0)
+        if done == total:
+            return None
+        failed = by_status.get("error", 0)
+        classes = ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items(), key=lambda kv: -kv[1]))
+        return (f"{done} of {total} teacher requests done, {failed} failed ({classes or 'no class'}), "
+                f"{total - done - failed} left; run the same command again to retry them")
+
     def runs(self, stage: str | None = None) -> list[dict]:
         sql = "SELECT * FROM runs" + (" WHERE stage = ?" if stage else "") + " ORDER BY started_at"
         return self._dicts(sql, [stage] if stage else [])

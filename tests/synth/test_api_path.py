@@ -79,3 +79,20 @@ def test_cli_synth_through_the_batch_api(tmp_path, rows, tiny_cache, monkeypatch
     with Store(store_path, read_only=True) as store:
         assert store.count("requests", "status = 'done'") == 5 and store.count("samples") == 5
     assert SECRET not in _dump_text(store_path) + err
+
+
+def test_cli_synth_with_failed_requests_exits_3_with_a_tally(tmp_path, rows, tiny_cache, capfd):
+    """Requests that failed for good (the server has no such model: 404, not retried): exit 3, one line, the
+    run `failed`; transient faults that retries absorb end in exit 0."""
+    store_path = tmp_path / "s.duckdb"
+    with Store(store_path) as store:
+        store.add_prompts(rows, "yesno")
+    args = ["synth", "--store", str(store_path), "--pool", "yesno", "--limit", "3", "--max-new-tokens", "8"]
+    with start_server("echo", faults="500@1,2;429@3") as server:
+        code = main([*args, "--teacher", "api:openai/no-such-model", "--api-base", server.url])
+        err = capfd.readouterr().err.strip().splitlines()[-1]
+        assert code == 3 and err.startswith("incomplete: 0 of 6 teacher requests done, 6 failed (bad_request 6)")
+        assert main([*args, "--teacher", "api:openai/echo", "--api-base", server.url]) == 0
+    with Store(store_path, read_only=True) as store:
+        assert [r["status"] for r in store.runs("synth")] == ["failed", "done"]
+        assert store.count("requests", "status = 'done'") == 6
