@@ -8,6 +8,8 @@ reference set, so adding a held-out split re-checks everything; exports refuse c
 """
 from __future__ import annotations
 
+from core.errors import DistillError
+
 import hashlib
 
 from curation.minhash import normalise
@@ -65,6 +67,8 @@ def reference(store: Store, splits: tuple[str, ...] = HELD_OUT, n: int = NGRAM) 
 
 def decontaminate(store: Store, pool: str, run_id: str, n: int = NGRAM, splits: tuple[str, ...] = HELD_OUT) -> dict:
     """Check the pool's train-split samples (and their prompts) against every held-out split."""
+    if not isinstance(n, int) or n < 4:  # short n-grams match everything: every sample would be "contaminated"
+        raise DistillError(f"decontamination n-gram size must be an integer >= 4, got {n!r}")
     ref = reference(store, splits, n)
     todo = [s for s in store.samples_to_verify(pool, KINDS, VERIFIER, ref.version) if s["split"] == "train"]
     rows = []

@@ -12,6 +12,8 @@ score, then the shorter text — not the first seen. Every dedup row records its
 """
 from __future__ import annotations
 
+from core.errors import DistillError
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -30,6 +32,10 @@ class DedupParams:
     minhash: MinHashParams = field(default_factory=lambda: MinHashParams(ngram=3, threshold=0.8))
     scope: str = "prompt"  # "prompt": duplicates share a prompt; "pool": anywhere in the pool
     kinds: tuple[str, ...] = TEXT_KINDS
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("prompt", "pool"):
+            raise DistillError(f"dedup scope {self.scope!r}: use 'prompt' (duplicates share a prompt) or 'pool'")
 
     def record(self) -> dict:
         return dict(self.minhash.as_record(), scope=self.scope, kinds=list(self.kinds))

@@ -22,6 +22,8 @@ import numpy as np
 from datasketch.lsh import _optimal_param  # private, as is _fmix: requirements.lock pins datasketch
 from datasketch.minhash import _fmix
 
+from core.errors import DistillError
+
 SCHEME = "poly64-tokens+poly64-ngrams+datasketch-affine32"  # recorded with results: signatures depend on it
 _M64 = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier for polynomial n-gram / band hashes
 _SHINGLES_PER_CHUNK = 8192  # permuted at once: 8192 x 128 x 4 B = 4 MB (measured best of 1K-16K)
@@ -47,6 +49,14 @@ class MinHashParams:
     # verifies every candidate, so a collision costs only a comparison: favour recall (0.9 gives
     # 14 x 9 at 0.8 rather than datasketch's default 0.5 -> 9 x 13).
     false_negative_weight: float = 0.9
+
+    def __post_init__(self) -> None:  # bad values would mark everything (or nothing) a duplicate
+        if self.shingle not in ("word", "char"):
+            raise DistillError(f"MinHash shingle {self.shingle!r}: use 'word' or 'char'")
+        if not isinstance(self.ngram, int) or self.ngram < 1 or not isinstance(self.num_perm, int) or self.num_perm < 16:
+            raise DistillError(f"MinHash needs ngram >= 1 and num_perm >= 16 (got {self.ngram} and {self.num_perm})")
+        if not 0 < self.threshold <= 1:
+            raise DistillError(f"MinHash threshold must be in (0, 1], got {self.threshold}")
 
     def resolved(self) -> tuple[int, int]:
         if self.bands is not None and self.rows is not None:

@@ -6,6 +6,7 @@ import json
 import sys
 
 from core.errors import DistillError, RequestsIncomplete
+from core.flags import OneLineParser, integer, number, output_file
 
 DEFAULT_STORE = "runs/distill.duckdb"
 
@@ -121,6 +122,8 @@ def _price(text: str) -> tuple[float, float]:
         prompt_price, completion_price = (float(x) for x in text.split(","))
     except ValueError:
         raise DistillError(f"--price {text!r} must be 'INPUT,OUTPUT' USD per million tokens, e.g. 0.15,0.6") from None
+    if not all(0 <= p < float("inf") for p in (prompt_price, completion_price)):  # a negative price defeats the budget
+        raise DistillError(f"--price {text!r}: prices must be finite and >= 0 USD per million tokens, e.g. 0.15,0.6")
     return prompt_price, completion_price
 
 
@@ -205,7 +208,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from synth.kinds import KINDS  # a light registry: the stages load when their kind runs
-    parser = argparse.ArgumentParser(prog="distill", description="Reasoning and alignment distillation, offline.")
+    parser = OneLineParser(prog="distill", description="Reasoning and alignment distillation, offline.")
     subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = _sub(subs, "demo", "run the whole loop on the embedded default task", "distill demo --fast")
@@ -237,23 +240,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", required=True)
     p.add_argument("--teacher", help="gemma-3-270m | smollm2-135m-instruct | path | HF id")
     p.add_argument("--split", default="train", choices=["train", "calibration", "test"])
-    p.add_argument("--limit", type=int)
-    p.add_argument("--samples", type=int, default=2)
-    p.add_argument("--temperature", type=float, default=0.7)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--examples", type=int, default=2, help="few-shot exemplars from the train split")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--limit", type=integer(1))
+    p.add_argument("--samples", type=integer(1), default=2)
+    p.add_argument("--temperature", type=number(0, 5), default=0.7)
+    p.add_argument("--max-new-tokens", type=integer(1), default=64)
+    p.add_argument("--examples", type=integer(0), default=2, help="few-shot exemplars from the train split")
+    p.add_argument("--batch-size", type=integer(1), default=16)
     p.add_argument("--seed", type=int, default=0)
     api = p.add_argument_group("API teachers (--teacher api:<litellm model>)")
     api.add_argument("--api-base", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     api.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     api.add_argument("--price", help="INPUT,OUTPUT USD per million tokens (self-hosted or unknown models)")
-    api.add_argument("--max-concurrency", type=int, help="in-flight requests (adapts down on 429)")
-    api.add_argument("--rpm", type=float, help="requests per minute")
-    api.add_argument("--tpm", type=float, help="input+output tokens per minute")
-    api.add_argument("--max-budget-usd", type=float, help="stop before spending more than this")
+    api.add_argument("--max-concurrency", type=integer(1), help="in-flight requests (adapts down on 429)")
+    api.add_argument("--rpm", type=number(0, above_low=True), help="requests per minute")
+    api.add_argument("--tpm", type=number(0, above_low=True), help="input+output tokens per minute")
+    api.add_argument("--max-budget-usd", type=number(0), help="stop before spending more than this")
     api.add_argument("--batch", action="store_true", help="use the provider's batch API (resumable, per-request status)")
-    api.add_argument("--batch-poll-s", type=float, help="seconds between batch status polls (default 30)")
+    api.add_argument("--batch-poll-s", type=number(0, above_low=True), help="seconds between batch status polls "
+                     "(default 30)")
     p.set_defaults(func=cmd_synth)
 
     p = _sub(subs, "pairs", "build preference pairs and export TRL prompt/chosen/rejected JSONL",
@@ -261,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=DEFAULT_STORE)
     p.add_argument("--pool", required=True)
     p.add_argument("--strategy", default="verified", choices=["verified", "best_vs_worst", "teacher_vs_student"])
-    p.add_argument("--margin", type=float, default=0.0)
+    p.add_argument("--margin", type=number(0), default=0.0)
     p.add_argument("--student", help="the student's model name (teacher_vs_student)")
-    p.add_argument("--out", default="runs/pairs.jsonl")
+    p.add_argument("--out", default="runs/pairs.jsonl", type=output_file)
     p.set_defaults(func=cmd_pairs)
 
     p = _sub(subs, "curate", "verify, dedup, decontaminate, purify across teachers and export for TRL",
@@ -276,18 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool")
     p.add_argument("--verifiers", default="answer_match,format",
                    help="comma list of answer_match, format, code, tool_schema, bfcl")
-    p.add_argument("--threshold", type=float, default=0.8, help="MinHash Jaccard threshold")
-    p.add_argument("--ngram", type=int, default=3, help="word n-gram size of the MinHash shingles")
-    p.add_argument("--num-perm", type=int, default=128)
+    p.add_argument("--threshold", type=number(0, 1, above_low=True), default=0.8, help="MinHash Jaccard threshold")
+    p.add_argument("--ngram", type=integer(1), default=3, help="word n-gram size of the MinHash shingles")
+    p.add_argument("--num-perm", type=integer(16), default=128)
     p.add_argument("--scope", choices=["prompt", "pool"], default="prompt",
                    help="duplicates must share a prompt (traces) or may be anywhere in the pool (prompts)")
-    p.add_argument("--embedding-threshold", type=float,
+    p.add_argument("--embedding-threshold", type=number(0, 1, above_low=True),
                    help="also dedup by MiniLM cosine >= this (e.g. 0.95); off by default")
     p.add_argument("--method", default="verified_first", help="purification method (see curation/purify.py)")
     p.add_argument("--aggregator", help="teacher that fuses rationales for --method llm_aggregate")
     p.add_argument("--export", default="sft", choices=["sft", "dpo", "prompt", "tools"])
     p.add_argument("--strategy", default="verified", help="pair strategy for --export dpo")
-    p.add_argument("--out", default="runs/sft.jsonl", help=".jsonl or .parquet")
+    p.add_argument("--out", default="runs/sft.jsonl", type=output_file, help=".jsonl or .parquet")
     p.add_argument("--no-reasoning", action="store_true", help="assistant turns give the answer only")
     p.add_argument("--force", action="store_true", help="export rows that overlap a held-out split")
     p.add_argument("--drop-contaminated", action="store_true", help="leave rows that overlap a held-out split out")
@@ -320,8 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True)
     p.add_argument("--teacher", action="append", required=True, help="repeat for several (cheapest first)")
     p.add_argument("--out", default="runs/eval")
-    p.add_argument("--limit", type=int, default=None, help="at most this many rows per split")
-    p.add_argument("--target-accuracy", type=float)
+    p.add_argument("--limit", type=integer(10), default=None, help="at most this many rows per split")
+    p.add_argument("--target-accuracy", type=number(0, 1))
     from distill.cli_eval import add_cascade_arguments
     add_cascade_arguments(p)
     p.set_defaults(func=cmd_eval)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from core.errors import DistillError
+from core.flags import integer, number
 from evals.calibrate import METHODS
 from evals.results import CascadeResult, Interval
 from evals.signals import DEBIAS, PROMPT_STYLES, SIGNALS
@@ -17,22 +18,22 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--signal", default="auto", choices=(*SIGNALS, "auto"),
                    help="student confidence signal; auto picks the best on the calibration split (AUROC)")
     g.add_argument("--calibration", default="platt", choices=METHODS, help="calibrator fitted on the calibration split")
-    g.add_argument("--max-teacher-share", type=float, help="teacher-call budget (share of queries)")
-    g.add_argument("--max-cost-per-1k", type=float, help="cost budget in USD per 1,000 queries (needs --price)")
-    g.add_argument("--delta", type=float, help="Learn-then-Test: the target holds with probability >= 1 - delta")
+    g.add_argument("--max-teacher-share", type=number(0, 1), help="teacher-call budget (share of queries)")
+    g.add_argument("--max-cost-per-1k", type=number(0), help="cost budget in USD per 1,000 queries (needs --price)")
+    g.add_argument("--delta", type=number(0, 1, above_low=True), help="Learn-then-Test: the target holds with probability >= 1 - delta")
     g.add_argument("--price", action="append", default=[], metavar="MODEL=USD",
                    help="USD per 1M tokens of a model (repeat); unpriced models cost 0")
-    g.add_argument("--shots", type=int, default=3, help="few-shot exemplars from the train split")
+    g.add_argument("--shots", type=integer(0), default=3, help="few-shot exemplars from the train split")
     g.add_argument("--balanced-shots", action="store_true",
                    help="exemplars cover every label before any repeats (classification tasks)")
-    g.add_argument("--variants", type=int, default=1,
+    g.add_argument("--variants", type=integer(1), default=1,
                    help="prompt variants the student answers (3 or more for the agreement signal)")
     g.add_argument("--self-verify", action="store_true",
                    help="the student also judges its own answer (feature of --signal learned; implied by verifier)")
     g.add_argument("--committee", action="store_true",
                    help="add the teachers' averaged option distribution as one more teacher (2+ teachers)")
     g.add_argument("--no-kd-baseline", action="store_true", help="skip the MiniLM Hinton-KD baseline")
-    g.add_argument("--kd-train", type=int, default=200, help="train items the teacher labels for the KD baseline")
+    g.add_argument("--kd-train", type=integer(10), default=200, help="train items the teacher labels for the KD baseline")
     g.add_argument("--prompt-style", default="mc", choices=PROMPT_STYLES,
                    help="mc: list the options before 'Answer:'; cloze: the option continues the input "
                         "(the BIG-bench / lm-eval-harness protocol, often better for small base models)")
@@ -40,9 +41,9 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="divide out each model's label prior, measured on content-free inputs (Zhao et al. 2021) "
                         "or on the calibration split's inputs (batch calibration, Zhou et al. 2023); for "
                         "classification tasks with one label set")
-    g.add_argument("--rationales", type=int, default=32,
+    g.add_argument("--rationales", type=integer(0), default=32,
                    help="test items both models explain, for rationale similarity (fidelity); 0 = skip")
-    g.add_argument("--resplits", type=int, default=20, help="random re-splits checking the accuracy target")
+    g.add_argument("--resplits", type=integer(0), default=20, help="random re-splits checking the accuracy target")
     g.add_argument("--seed", type=int, default=0)
 
 
@@ -75,13 +76,14 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
         raise DistillError("distill eval cascade needs --task (a task from `distill data list`, e.g. --task arc_easy, "
                            "or a labelled file)")
     settings = cascade_settings(args)
-    settings.check()  # before the models load: a bad flag costs nothing
+    settings.check()  # before the models load: a bad flag or task costs nothing
     from store.runs import recorded_run
     from store.store import Store
     from clients.teachers import get_teacher
-    from evals.task_eval import evaluate_task
+    from evals.task_eval import check_task, evaluate_task
 
     with Store(args.store) as store:
+        check_task(store, args.task)
         student = get_teacher(args.student)
         teachers = [get_teacher(t) for t in args.teacher]
         config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")}

@@ -103,7 +103,9 @@ def _exports(store, pool: str, out: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    parser = argparse.ArgumentParser(prog="distill recipe signals", description=__doc__,
+
+    from core.flags import OneLineParser
+    parser = OneLineParser(prog="distill recipe signals", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/signals")
     parser.add_argument("--task", default=DEFAULT_TASK,

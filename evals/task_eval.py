@@ -81,6 +81,15 @@ def _with_label_choices(rows: list[PromptRow]) -> list[PromptRow]:
     return rows
 
 
+def check_task(store: Store, task: str) -> None:
+    """The one-line error for a task that is neither loadable nor a pool already in the store."""
+    try:
+        load_task(task)
+    except DistillError:
+        if not store.prompts(task, limit=1):
+            raise
+
+
 def load_task_pool(store: Store, task: str, run_id: str) -> str:
     """Put the task's rows in the store (idempotent) and return the pool name.
 

@@ -47,6 +47,8 @@ def task_names() -> list[str]:
 
 def load_task(spec: str, **kw) -> list[PromptRow]:
     """Load rows by spec; keyword arguments go to the chosen loader (calibration, test, ...)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise DistillError(f"load_task needs a task name or file path, got {spec!r}: `distill data list` shows the tasks")
     source, _, rest = spec.partition(":")
     if spec in catalog() or spec.startswith("mmlu:"):
         return load_catalog_task(spec, **kw)

@@ -22,7 +22,12 @@ def _records(path: Path) -> list[tuple[str, dict]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         out = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[: e.start].count(b"\n") + 1
+            raise DistillError(f"{path}: line {line} is not UTF-8 (byte {e.start}): save the file as UTF-8") from None
+        for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
@@ -31,6 +36,8 @@ def _records(path: Path) -> list[tuple[str, dict]]:
                 raise DistillError(f"{path}: line {n} is not valid JSON ({e.msg}): fix or delete that line") from None
             if not isinstance(rec, dict):
                 raise DistillError(f"{path}: line {n} is not a JSON object: write one {{...}} object per line")
+            if _has_lone_surrogate(rec):  # "\ud800" parses, but no UTF-8 store or tokenizer can hold it
+                raise DistillError(f"{path}: line {n} has a lone surrogate escape (like \\ud800): fix the text")
             out.append((f"line {n}", rec))
         return out
     import pandas as pd  # only for csv/parquet; pandas is slow to import
@@ -45,6 +52,16 @@ def _records(path: Path) -> list[tuple[str, dict]]:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistillError(f"{path}: cannot read {suffix[1:]} ({first}): check the file is a valid {suffix[1:]}") from None
     return [(f"row {n}", rec) for n, rec in enumerate(df.to_dict("records"), 1)]
+
+
+def _has_lone_surrogate(value: object) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def _missing(value: object) -> bool:

@@ -22,6 +22,7 @@ import threading
 from typing import Any, Iterator
 
 from core.errors import DistillError
+from core.flags import OneLineParser
 from serve import faults as fault_kinds
 from serve.cascade import start_cascade_server
 from serve.server import ServeGuard, start_server
@@ -58,7 +59,7 @@ def _api_key(env_name: str | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """`distill serve`: serve until Ctrl-C; returns the exit code."""
     head, _, example = __doc__.partition("example:\n")
-    parser = argparse.ArgumentParser(prog="distill serve", description=head.strip(), epilog="example:\n" + example,
+    parser = OneLineParser(prog="distill serve", description=head.strip(), epilog="example:\n" + example,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="registry name, local path, or 'echo' (no model)")
     parser.add_argument("--cascade", metavar="SPEC", help="serve a calibrated cascade instead: the cascade.json "

@@ -27,6 +27,17 @@ class SynthSettings:
     examples: int = 2
     seed: int = 0
 
+    def check(self) -> None:
+        """One line for the first value that cannot work (the CLI's flag types refuse them earlier)."""
+        if self.split not in ("train", "calibration", "test"):
+            raise DistillError(f"split {self.split!r}: use train, calibration or test")
+        if (self.limit is not None and self.limit < 1) or self.samples < 1 or self.max_new_tokens < 1 \
+                or self.examples < 0:
+            raise DistillError("synth needs limit >= 1, samples >= 1, max_new_tokens >= 1 and examples >= 0 "
+                               f"(got {self.limit}, {self.samples}, {self.max_new_tokens}, {self.examples})")
+        if not 0 <= self.temperature <= 5:
+            raise DistillError(f"temperature must be between 0 and 5, got {self.temperature}")
+
 
 def _cot(store: Store, teacher: Teacher, pool: str, run_id: str, s: SynthSettings) -> dict:
     from synth.cot import CotParams, generate_traces
@@ -108,6 +119,7 @@ def run_kind(kind: str, store: Store, teacher: Teacher | None, pool: str, run_id
     """Run one kind of teacher signal on a pool; every kind reads and writes the store."""
     if kind not in KINDS:
         raise DistillError(f"unknown kind '{kind}': use one of {', '.join(KINDS)}")
+    settings.check()
     if teacher is None and kind not in NEEDS_NO_TEACHER:
         raise DistillError(f"synth --kind {kind} needs --teacher (e.g. --teacher gemma-3-270m)")
     return KINDS[kind](store, teacher, pool, run_id, settings)

@@ -8,6 +8,7 @@ from dataclasses import asdict, fields
 from typing import Any, Callable
 
 from core.errors import DistillError
+from core.flags import OneLineParser
 
 
 def add_settings(parser: argparse.ArgumentParser, settings_cls: type) -> None:
@@ -23,9 +24,15 @@ def add_settings(parser: argparse.ArgumentParser, settings_cls: type) -> None:
             raise TypeError(f"{settings_cls.__name__}.{name}: add_settings maps int, float, str and bool fields only")
 
 
+def _prog() -> str:
+    """`distill train sft` for train/sft.py, run through `distill train` or `python -m train.sft`."""
+    script = sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py") if sys.argv and sys.argv[0] else ""
+    return "distill train " + script.replace("_", "-") if script and script != "__main__" else "distill train"
+
+
 def trainer_parser(doc: str, data_help: str, output_default: str) -> argparse.ArgumentParser:
     """The flags every TRL-trainer script shares: --data, --student, --output, --store."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog=_prog(), description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help=data_help)
     parser.add_argument("--student", default="smollm2-135m-instruct", help="registry name, path or HF id")
     parser.add_argument("--output", default=output_default, help="where checkpoints and the model go")

@@ -1,6 +1,8 @@
 """Vectorised MinHash (curation.minhash): estimates, determinism, datasketch parity, the LSH index."""
 import numpy as np
 import pytest
+
+from core.errors import DistillError
 from datasketch import MinHash
 
 from curation import minhash
@@ -166,5 +168,5 @@ def test_index_duplicates_false_keeps_first_only():
 
 @pytest.mark.parametrize("bad", ["token", "bytes"])
 def test_unknown_shingle_kind_is_refused(bad):
-    with pytest.raises(ValueError, match="shingle"):
+    with pytest.raises(DistillError, match="shingle"):  # refused when the parameters are made
         signatures(["a b c"], MinHashParams(shingle=bad))
