@@ -98,7 +98,7 @@ class _Run:
         try:
             for attempt in range(self.max_retries + 1):
                 if self.stop and self.breaker.is_open:
-                    return None
+                    return None  # stored as not started by the caller
                 if self.rpm:
                     await self.rpm.take(1)
                 est_tokens = est_in + self.params.max_new_tokens
@@ -129,26 +129,28 @@ class _Run:
                 if error.kind == "rate_limit":
                     self.conc.on_rate_limit(epoch)
                     self.stats.lowest_concurrency = min(self.stats.lowest_concurrency, self.conc.limit)
-                else:
-                    self.breaker.record(error.kind)
                 if error.kind == "auth":
                     raise DistillError(f"teacher {self.teacher.name}: the API rejected the key "
                                        f"({error.message[:200]}); set {self.teacher.api_key_env or 'the key'} "
                                        "to a valid key")
-                if self.breaker.is_open:
-                    self.stop = True
-                    return None
                 if not error.retryable or attempt == self.max_retries:
                     break
                 await asyncio.sleep(self._backoff(attempt, error.retry_after))
                 error = None
-            if error is not None and error.kind == "rate_limit":
-                self.breaker.record("rate_limit")  # a request that never got through is a failure
+            # Only a failure that outlived its retries counts: transient faults a retry fixed do not
+            # open the breaker (at 50% dropped connections every request still gets through).
+            if error is not None:
+                self.breaker.record(error.kind)
+                self.stop = self.stop or self.breaker.is_open
             return _Result(unit, self._row(unit, None, began, attempt, error))
         finally:
             # Swap the reservation for the real cost in one step, so no other request can
             # slip into a gap where this call's spend is counted nowhere.
             self.budget.settle(reserve, cost)
+
+    def _not_started(self) -> ApiError:
+        why = "the circuit breaker opened" if self.breaker.is_open else "the budget was reached"
+        return ApiError("not_started", f"{why} before this request was sent; a re-run sends it")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         # Jitter (50-100% of an exponential step) spreads the retries of a 429 burst apart; a
@@ -180,23 +182,18 @@ class _Run:
         results: asyncio.Queue[_Result | None] = asyncio.Queue(maxsize=4 * WRITE_EVERY)
 
         async def produce() -> None:
-            for unit in units:
-                if self.stop:
-                    break
+            for unit in units:  # all of them: a request not started after a stop still gets its row
                 await queue.put(unit)
             for _ in range(self.max_concurrency):
                 await queue.put(None)
 
         async def work() -> None:
             while (unit := await queue.get()) is not None:
-                if self.stop:
+                result = None if self.stop else await self.call(unit)
+                if result is None:  # the breaker or the budget stopped the run before this request
                     self.stats.skipped += 1
-                    continue
-                result = await self.call(unit)
-                if result is None:
-                    self.stats.skipped += 1
-                else:
-                    await results.put(result)
+                    result = _Result(unit, self._row(unit, None, time.perf_counter(), -1, self._not_started()))
+                await results.put(result)
 
         writer = asyncio.create_task(self.write(results, bar))
         workers = [asyncio.create_task(work()) for _ in range(min(self.max_concurrency, max(1, n_todo)))]

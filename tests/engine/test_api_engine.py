@@ -106,6 +106,19 @@ def test_circuit_breaker_stops_a_failing_teacher_with_a_clear_error(store, pool)
             run_api_requests(store, teacher, _jobs(store, pool, teacher, 40), GenParams(num_samples=3),
                              purpose="t", run_id="r", max_concurrency=4, max_retries=1, **FAST)
         assert server.stats["requests"] < 60  # stopped early, not after all 120 requests x 2 tries
+    # Every scheduled request has a row, done or with its error (not_started after the breaker opened).
+    assert store.count("requests") == 120
+    assert store.count("requests", "error LIKE 'not_started: the circuit breaker opened%'") > 0
+
+
+@pytest.mark.parametrize("faults", ["drop:0.5", "malformed:0.5", "500:0.5"])
+def test_half_transient_faults_finish_in_one_run(store, pool, faults):
+    """Retries absorb transient faults; only failures that outlive them feed the breaker."""
+    with start_server("echo", faults=faults, seed=3) as server:
+        teacher = _teacher(server.url, timeout_s=2)
+        out = run_api_requests(store, teacher, _jobs(store, pool, teacher, 40), GenParams(num_samples=2),
+                               purpose="t", run_id="r", max_concurrency=8, max_retries=8, **FAST)
+    assert len(out) == 80 and store.count("requests", "status = 'done'") == 80
 
 
 def test_budget_stops_before_overspending(store, pool):
@@ -115,9 +128,12 @@ def test_budget_stops_before_overspending(store, pool):
         with pytest.raises(DistillError, match=r"budget \$3.0000 reached"):
             run_api_requests(store, teacher, jobs, GenParams(max_new_tokens=16), purpose="t", run_id="r",
                              max_budget_usd=3.0, max_concurrency=4)
-        spent = store.query("SELECT sum(cost_usd) AS usd, count(*) AS n FROM requests")[0]
+        spent = store.query("SELECT sum(cost_usd) AS usd, count(*) AS n FROM requests WHERE status = 'done'")[0]
         assert 0 < spent["usd"] <= 3.0 and 0 < spent["n"] < 30
         assert server.stats["requests"] == spent["n"]  # nothing was sent that was not paid for and kept
+        # Every scheduled request has a row: the ones the budget stopped say so, and a re-run sends them.
+        left = store.query("SELECT count(*) AS n FROM requests WHERE status = 'error' AND error LIKE 'not_started:%'")
+        assert store.count("requests") == 30 and left[0]["n"] == 30 - spent["n"]
 
 
 def test_secret_key_is_nowhere_in_the_store_output_or_logs(store, pool, capfd, caplog):
