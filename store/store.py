@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -58,13 +62,37 @@ class Store(CurationQueries):
                                    "pass --store with a writable path") from None
             if not os.access(parent, os.W_OK) or (self.path.exists() and not os.access(self.path, os.W_OK)):
                 raise DistillError(f"store path {self.path} is not writable: pass --store with a writable path")
+        self.snapshot: str | None = None  # a private copy, read while another process writes the store
         try:
             self.con = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as err:
-            raise DistillError(f"cannot open store {self.path}: {str(err).splitlines()[0]}") from None
+            holder = re.search(r"Conflicting lock is held in .*\(PID (\d+)\)", str(err))
+            if holder and read_only:
+                self.con = self._open_snapshot()
+            elif holder:
+                raise DistillError(f"store {self.path} is being written by another distill process (PID "
+                                   f"{holder.group(1)}): wait for it to finish, or pass another --store") from None
+            else:
+                raise DistillError(f"cannot open store {self.path}: {str(err).splitlines()[0]}") from None
         if not read_only:
             self.migrate()
             self.mark_interrupted_runs()
+
+    def _open_snapshot(self) -> duckdb.DuckDBPyConnection:
+        """DuckDB lets one process write a file and no other open it: a read-only command reads a copy
+        (file and write-ahead log, as of now) instead, so `distill report` works while a stage runs."""
+        self.snapshot = tempfile.mkdtemp(prefix="distill-snapshot-")
+        copy = Path(self.snapshot) / self.path.name
+        shutil.copyfile(self.path, copy)
+        if Path(str(self.path) + ".wal").exists():
+            shutil.copyfile(str(self.path) + ".wal", str(copy) + ".wal")
+        print(f"note: {self.path} is being written by another process; reading a snapshot of it as of now",
+              file=sys.stderr, flush=True)
+        try:
+            return duckdb.connect(str(copy))
+        except duckdb.Error as err:
+            raise DistillError(f"store {self.path} is being written by another process and its snapshot cannot be "
+                               f"read ({str(err).splitlines()[0]}): try again when the writer finishes") from None
 
     def __enter__(self) -> "Store":
         return self
@@ -74,6 +102,8 @@ class Store(CurationQueries):
 
     def close(self) -> None:
         self.con.close()
+        if self.snapshot:
+            shutil.rmtree(self.snapshot, ignore_errors=True)
 
     # -- schema -------------------------------------------------------------------------
     def migrate(self) -> list[str]:

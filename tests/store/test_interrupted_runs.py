@@ -64,3 +64,28 @@ def test_a_store_from_a_newer_distill_is_refused_unchanged(tmp_path):
         Store(path)
     assert path.read_bytes() == before
     os.remove(path)
+
+
+def test_read_only_commands_work_while_a_writer_runs(tmp_path):
+    """DuckDB lets one process write a file and no other open it: a reader gets a snapshot, a second
+    writer one line naming the writer's PID and what to do."""
+    path = tmp_path / "s.duckdb"
+    with Store(path) as store:
+        store.start_run("earlier", {})
+    code = ("import sys, time\nfrom store.store import Store\ns = Store(%r)\ns.start_run('synth', {})\n"
+            "print('ready', flush=True)\ntime.sleep(60)" % str(path))
+    writer = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        with Store(path, read_only=True) as reader:
+            snapshot = reader.snapshot
+            assert snapshot and sorted(r["stage"] for r in reader.runs()) == ["earlier", "synth"]
+        assert not Path(snapshot).exists()  # the copy goes when the reader closes
+        with pytest.raises(DistillError, match=rf"being written by another distill process \(PID {writer.pid}\)"):
+            Store(path)
+        done = subprocess.run([sys.executable, "-m", "distill.cli", "report", "--store", str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "synth" in done.stdout, done.stderr
+    finally:
+        writer.kill(), writer.wait()
+
