@@ -29,10 +29,15 @@ class Curation:
             raise DistillError(f"pool '{pool}' is empty in {self.store.path}: load it with `distill data load`")
 
     def _run(self, stage: str, config: dict, fn: Any) -> dict:
+        from core.errors import RequestsIncomplete
         from store.runs import recorded_run
 
         with recorded_run(self.store, stage, dict(config, pool=self.pool)) as run:
-            return fn(run.run_id)
+            out = fn(run.run_id)
+            incomplete = self.store.requests_outcome(run.run_id)  # teacher calls (llm_aggregate) that failed
+            if incomplete:
+                raise RequestsIncomplete(incomplete)
+            return out
 
     # -- stages ---------------------------------------------------------------------------
     def verify(self, *verifiers: str) -> dict:

@@ -354,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit as stop:  # a bad flag (one error: line, 2) or --help (0): returned like any other exit
+        return int(stop.code or 0)
     if args.command == "serve":  # argparse.REMAINDER cannot start with an option: pass serve's arguments on whole
         args.rest = argv[argv.index("serve") + 1:]
     elif extra:
@@ -367,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     except RequestsIncomplete as err:
         print(f"incomplete: {err}", file=sys.stderr)
         return 3
+    except SystemExit as stop:  # a script subcommand's own exit (serve --help, a trainer's bad flag)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted: finished work is in the store; run the same command again to resume", file=sys.stderr)
         return 130

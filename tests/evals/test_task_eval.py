@@ -360,9 +360,9 @@ BASE = ["eval", "cascade", "--student", "stu-model", "--teacher", "tea-model"]
     (["--price", "tea-model"], "--price 'tea-model': write MODEL=USD_PER_1M_TOKENS"),
     (["--price", "tea-model=-2"], "--price 'tea-model=-2'"),
     (["--delta", "0.1"], "--delta is a guarantee on --target-accuracy: give both"),
-    (["--target-accuracy", "1.5"], "--target-accuracy must be between 0 and 1, got 1.5"),
-    (["--max-teacher-share", "-0.1"], "--max-teacher-share must be between 0 and 1"),
-    (["--target-accuracy", "0.8", "--delta", "2"], "--delta must be between 0 and 1, got 2.0"),
+    (["--target-accuracy", "1.5"], "argument --target-accuracy: must be a number >= 0 and <= 1, got 1.5"),
+    (["--max-teacher-share", "-0.1"], "argument --max-teacher-share: must be a number >= 0 and <= 1"),
+    (["--target-accuracy", "0.8", "--delta", "2"], "argument --delta: must be a number > 0 and <= 1, got 2"),
     (["--max-cost-per-1k", "5"], "--max-cost-per-1k needs model prices"),
     ([], None),  # no --task
 ])
@@ -401,7 +401,8 @@ def test_cli_as_a_subprocess_exits_2_and_leaves_the_store_alone(seeded):
                            "--target-accuracy", "0.8", "--delta", "1.5"],
                           capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == "error: --delta must be between 0 and 1, got 1.5"
+    assert proc.stderr.strip() == ("error: argument --delta: must be a number > 0 and <= 1, got 1.5 "
+                                   "(see `distill eval --help`)")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert counts(path) == before
 
