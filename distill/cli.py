@@ -47,8 +47,16 @@ def cmd_data(args: argparse.Namespace) -> None:
         from store.store import Store
         rows = data.load_task(args.source)
         pool = args.pool or args.source.split(":")[-1]
-        with Store(args.store) as store, recorded_run(store, "data", {"task": args.source, "pool": pool}) as run:
-            added = store.add_prompts(rows, pool, run.run_id)
+        with Store(args.store) as store:
+            # A prompt belongs to one pool (its id is a content hash): loading it again under another
+            # name would add nothing and leave that pool empty.
+            elsewhere = {p: n for p, n in store.pools_holding([r.id for r in rows]).items() if p != pool}
+            if elsewhere:
+                other, n = max(elsewhere.items(), key=lambda kv: kv[1])
+                raise DistillError(f"{n} of these {len(rows)} rows are already in pool '{other}' of {args.store}: "
+                                   f"load them with --pool {other}, or use another --store")
+            with recorded_run(store, "data", {"task": args.source, "pool": pool}) as run:
+                added = store.add_prompts(rows, pool, run.run_id)
         splits = {s: sum(r.split == s for r in rows) for s in ("train", "calibration", "test")}
         print(f"pool '{pool}': {len(rows)} prompts ({added} new) {splits} in {args.store}")
 

@@ -202,6 +202,14 @@ class Store(CurationQueries):
         return self._dicts(sql, [stage] if stage else [])
 
     # -- prompts ------------------------------------------------------------------------
+    def pools_holding(self, ids: list[str]) -> dict[str, int]:
+        """How many of these prompt ids each pool already holds."""
+        if not ids:
+            return {}
+        rows = self._dicts("SELECT pool, count(*) AS n FROM prompts WHERE id IN (SELECT unnest(?::VARCHAR[])) "
+                           "GROUP BY pool", [ids])
+        return {r["pool"]: r["n"] for r in rows}
+
     def add_prompts(self, rows: Iterable[PromptRow], pool: str, run_id: str | None = None) -> int:
         """Insert prompt rows into a pool; rows already there (same id) are left alone."""
         before = self.count("prompts")

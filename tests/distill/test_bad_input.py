@@ -6,6 +6,7 @@ compared table by table before and after, so a refusal that came after a write f
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -43,7 +44,8 @@ SERVE_LIKE = [["synth", "--pool", "yesno"], ["synth"], ["curate", "--pool", "yes
               ["synth", "--pool", "yesno", "--teacher", "no-such-model"],
               ["synth", "--pool", "yesno", "--kind", "critique"],
               ["eval", "cascade", "--task", "no-such-task", "--student", "tiny-random", "--teacher", "tiny-random"],
-              ["data", "load", "no-such-task"], ["data", "load", "{tmp}/missing.jsonl"]]
+              ["data", "load", "no-such-task"], ["data", "load", "{tmp}/missing.jsonl"],
+              ["data", "load", "{tmp}/again.jsonl", "--pool", "second"]]  # rows already in pool yesno
 
 CASES = (
     [pytest.param(["synth", "--pool", "yesno", "--teacher", "tiny-random", flag, v], id=f"synth {flag} {v}")
@@ -69,6 +71,9 @@ def seeded(tmp_path, rows):
     (tmp_path / "file.txt").write_text("not a folder")
     for name, data in BAD_FILES.items():
         (tmp_path / name).write_bytes(data)
+    with Store(path, read_only=True) as store:  # the seeded rows again, as a file, for a second pool
+        again = [{"id": r["id"], "input": r["input"], "label": r["gold"]} for r in store.query("SELECT * FROM prompts")]
+    (tmp_path / "again.jsonl").write_text("".join(json.dumps(r) + "\n" for r in again))
     return path
 
 
