@@ -117,7 +117,7 @@ def test_half_transient_faults_finish_in_one_run(store, pool, faults):
     with start_server("echo", faults=faults, seed=3) as server:
         teacher = _teacher(server.url, timeout_s=2)
         out = run_api_requests(store, teacher, _jobs(store, pool, teacher, 40), GenParams(num_samples=2),
-                               purpose="t", run_id="r", max_concurrency=8, max_retries=8, **FAST)
+                               purpose="t", run_id="r", max_concurrency=8, max_retries=20, **FAST)  # 2^-21 a request
     assert len(out) == 80 and store.count("requests", "status = 'done'") == 80
 
 
