@@ -29,14 +29,11 @@ class Curation:
             raise DistillError(f"pool '{pool}' is empty in {self.store.path}: load it with `distill data load`")
 
     def _run(self, stage: str, config: dict, fn: Any) -> dict:
-        from core.errors import RequestsIncomplete
         from store.runs import recorded_run
 
         with recorded_run(self.store, stage, dict(config, pool=self.pool)) as run:
             out = fn(run.run_id)
-            incomplete = self.store.requests_outcome(run.run_id)  # teacher calls (llm_aggregate) that failed
-            if incomplete:
-                raise RequestsIncomplete(incomplete)
+            self.store.check_requests_done(run.run_id)  # failed teacher requests: the run fails, exit 3
             return out
 
     # -- stages ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from core.errors import DistillError, RequestsIncomplete
+from core.errors import DistillError
 from core.flags import integer, number
 from evals.calibrate import METHODS
 from evals.results import CascadeResult, Interval
@@ -89,9 +89,7 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
         config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")}
         with recorded_run(store, "eval-cascade", config) as run:
             out = evaluate_task(store, args.task, student, teachers, args.out, run.run_id, settings)
-            incomplete = store.requests_outcome(run.run_id)  # API models' answers that failed
-            if incomplete:
-                raise RequestsIncomplete(incomplete)
+            store.check_requests_done(run.run_id)  # failed teacher requests: the run fails, exit 3
     print_summary(out.result)
     print(f"report: {out.report}\ncascade spec (for distill serve --cascade): {out.cascade_spec}")
 

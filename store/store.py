@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from store.schema import MIGRATIONS
 from store.queries import CurationQueries, to_json
-from core.errors import DistillError
+from core.errors import DistillError, RequestsIncomplete
 from core.process import owner_is_gone, process_owner
 from core.secrets import public_config
 from prompts.rows import PromptRow
@@ -196,6 +196,12 @@ class Store(CurationQueries):
         classes = ", ".join(f"{kind} {n}" for kind, n in sorted(errors.items(), key=lambda kv: -kv[1]))
         return (f"{done} of {total} teacher requests done, {failed} failed ({classes or 'no class'}), "
                 f"{total - done - failed} left; run the same command again to retry them")
+
+    def check_requests_done(self, run_id: str) -> None:
+        """Raise RequestsIncomplete (exit 3 in the CLI) when the run left teacher requests undone."""
+        incomplete = self.requests_outcome(run_id)
+        if incomplete:
+            raise RequestsIncomplete(incomplete)
 
     def runs(self, stage: str | None = None) -> list[dict]:
         sql = "SELECT * FROM runs" + (" WHERE stage = ?" if stage else "") + " ORDER BY started_at"

@@ -14,12 +14,10 @@ teacher.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from synth.sandbox import TAIL_CHARS, SandboxResult, check_sandbox, sandbox_command
+from synth.sandbox import TAIL_CHARS, SandboxResult, check_sandbox, output_tail, sandbox_command, stop_process
 
 VERDICT = "distill-judge: every test passed"
 
@@ -127,16 +125,6 @@ def _program(template: str, **values: object) -> bytes:
     return (head + template).encode("utf-8", "surrogatepass")
 
 
-def _tail(path: Path) -> str:
-    return path.read_bytes()[-4 * TAIL_CHARS:].decode("utf-8", "replace")[-TAIL_CHARS:]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.kill(), proc.wait()
-
-
 def _status(judge_rc: int | None, verdict: bool, timed_out: bool, stderr: str) -> str:
     if verdict and judge_rc == 0:
         return "passed"
@@ -182,9 +170,9 @@ def check_code(completion: str, prompt: str, test: str, entry_point: str, timeou
             timed_out = True
         finally:
             for proc in procs:
-                _stop(proc)
-        judge_out = _tail(tmp / "judge_out")
-        stderr = (_tail(tmp / "judge_err") + "\n--- candidate ---\n" + _tail(tmp / "cand_err"))[-TAIL_CHARS:]
+                stop_process(proc)
+        judge_out = output_tail(tmp / "judge_out")
+        stderr = (output_tail(tmp / "judge_err") + "\n--- candidate ---\n" + output_tail(tmp / "cand_err"))[-TAIL_CHARS:]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     judge_rc = procs[-1].returncode if len(procs) == 2 else None

@@ -152,10 +152,18 @@ def check_sandbox() -> None:
                                  f"{result.stderr.strip()[-300:] or result.status}")
 
 
-def _tail(path: Path) -> str:
+def output_tail(path: Path) -> str:
+    """The last TAIL_CHARS characters of a captured output file (read from its end, whatever its size)."""
     with open(path, "rb") as f:
         f.seek(max(0, f.seek(0, os.SEEK_END) - 4 * TAIL_CHARS))
         return f.read().decode("utf-8", "replace")[-TAIL_CHARS:]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Kill the sandbox's whole process group, then the process in case it left it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.kill(), proc.wait()
 
 
 def _status(rc: int | None, timed_out: bool, stderr: str) -> str:
@@ -209,11 +217,9 @@ def _run(program: bytes, timeout_s: float, memory_mb: int, check: bool = True) -
                 proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-            finally:  # the whole group, then the process in case it left it
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.kill(), proc.wait()
-        duration, stdout, stderr = time.monotonic() - start, _tail(Path(tmp) / "out"), _tail(Path(tmp) / "err")
+            finally:
+                stop_process(proc)
+        duration, stdout, stderr = time.monotonic() - start, output_tail(Path(tmp) / "out"), output_tail(Path(tmp) / "err")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     status = _status(proc.returncode, timed_out, stderr)
