@@ -38,7 +38,7 @@ def get_teacher(name: str, batch_size: int = 16, *, api_base: str | None = None,
     "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
     `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
     from `api_key_env` and never stored. `run_options` (max_concurrency, rpm, tpm,
-    max_budget_usd, max_retries) go to the async engine for every request of this teacher.
+    max_budget_usd, max_retries, backoff_base_s) go to the async engine for every request of this teacher.
     """
     if name.startswith("api:"):
         from clients.api import ApiTeacher

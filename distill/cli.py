@@ -109,7 +109,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
     price = _price(args.price) if args.price else None
     teacher = get_teacher(args.teacher, args.batch_size, api_base=args.api_base, api_key_env=args.api_key_env,
                           price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
-                          max_budget_usd=args.max_budget_usd, batch=args.batch or None,
+                          max_budget_usd=args.max_budget_usd, max_retries=args.max_retries,
+                          backoff_base_s=args.retry_base_s, batch=args.batch or None,
                           poll_s=args.batch_poll_s) if args.teacher else None
     settings = SynthSettings(split=args.split, limit=args.limit, samples=args.samples, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, examples=args.examples, seed=args.seed)
@@ -261,6 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
     api.add_argument("--rpm", type=number(0, above_low=True), help="requests per minute")
     api.add_argument("--tpm", type=number(0, above_low=True), help="input+output tokens per minute")
     api.add_argument("--max-budget-usd", type=number(0), help="stop before spending more than this")
+    api.add_argument("--max-retries", type=integer(0), help="tries after the first for a transient failure "
+                     "(dropped connection, 429, 5xx, malformed body; default 10)")
+    api.add_argument("--retry-base-s", type=number(0, above_low=True), help="first backoff step in seconds, "
+                     "doubled each retry with jitter, capped at 60 s; Retry-After wins (default 1)")
     api.add_argument("--batch", action="store_true", help="use the provider's batch API (resumable, per-request status)")
     api.add_argument("--batch-poll-s", type=number(0, above_low=True), help="seconds between batch status polls "
                      "(default 30)")

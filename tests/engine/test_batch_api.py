@@ -91,7 +91,7 @@ def test_failed_lines_land_as_errors_and_a_rerun_resubmits_exactly_those(store, 
 
 
 def test_a_crash_between_submit_and_collect_collects_the_pending_batch_without_resubmitting(store, pool):
-    with start_server("echo", latency_s=0.3) as server:  # the batch stays in progress for 0.3 s
+    with start_server("echo", latency_s=2.0) as server:  # in progress for 2 s: long enough under load
         teacher = _teacher(server.url)
         jobs, params = _jobs(store, pool, teacher, 8), GenParams(num_samples=2)
         batch_id = submit_batch(store, teacher, jobs, params, purpose="t", run_id="r1")

@@ -96,3 +96,23 @@ def test_cli_synth_with_failed_requests_exits_3_with_a_tally(tmp_path, rows, tin
     with Store(store_path, read_only=True) as store:
         assert [r["status"] for r in store.runs("synth")] == ["failed", "done"]
         assert store.count("requests", "status = 'done'") == 6
+
+
+@pytest.mark.parametrize("faults", ["drop:0.5", "malformed:0.5"])
+def test_cli_synth_at_half_faults_finishes_in_one_run(tmp_path, rows, tiny_cache, faults):
+    """Half the answers dropped or malformed: retries absorb them, one run, every request done, exit 0.
+    20 retries leave a request failing with odds 2^-21; --retry-base-s keeps the test fast."""
+    store_path = tmp_path / "s.duckdb"
+    with Store(store_path) as store:
+        store.add_prompts(rows, "yesno")
+        n_train = len(store.prompts("yesno", split="train"))
+    args = ["synth", "--store", str(store_path), "--pool", "yesno", "--teacher", "api:openai/echo",
+            "--samples", "2", "--max-new-tokens", "8", "--max-concurrency", "8", "--max-retries", "20",
+            "--retry-base-s", "0.01"]
+    with start_server("echo", faults=faults, seed=5) as server:
+        assert main([*args, "--api-base", server.url]) == 0
+        assert server.stats["requests"] > 2 * n_train  # the faults happened and were retried
+    with Store(store_path, read_only=True) as store:
+        assert [r["status"] for r in store.runs("synth")] == ["done"]
+        assert store.count("requests") == store.count("requests", "status = 'done'") == 2 * n_train
+        assert store.count("samples") == 2 * n_train
