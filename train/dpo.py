@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import DistillError
@@ -24,6 +24,7 @@ from store.runs import Run, recorded_run
 from train.common import (fingerprint, cached_summary, checkpoint_root, publish, read_records, training_tokenizer,
                           record_summary)
 from train.cli import add_settings, run_script, settings_from, trainer_parser
+from train.fast import Speed, load_frozen, load_student, resolve_speed, trainer_arguments
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
@@ -38,6 +39,7 @@ class DPOSettings:
     max_length: int = 512
     seed: int = 0
     loss_type: str = "sigmoid"  # any TRL DPO loss: sigmoid, ipo, hinge, robust, apo_zero, ...
+    speed: str = "auto"  # auto | fast | plain | cpu (train/fast.py): fast on CUDA, cpu elsewhere
 
 
 def _read_pairs(data: Path) -> list[dict]:
@@ -58,6 +60,25 @@ def _log_series(log_history: list[dict], key: str) -> list[float]:
     return [log[key] for log in log_history if key in log]
 
 
+def dpo_config(settings: DPOSettings, speed: Speed, checkpoints: str | Path):
+    """The DPOConfig `distill train dpo` trains with: the settings plus speed's configuration (train/fast.py)."""
+    from trl import DPOConfig
+
+    try:
+        return DPOConfig(
+            output_dir=str(checkpoints), max_steps=settings.max_steps,
+            per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+            learning_rate=settings.learning_rate, beta=settings.beta, loss_type=[settings.loss_type],
+            max_length=settings.max_length, seed=settings.seed,
+            logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
+            report_to="none", dataloader_num_workers=0,
+            lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
+            **trainer_arguments(speed),
+        )
+    except ValueError as e:  # e.g. a loss that needs extra settings (exo_pair without label smoothing)
+        raise DistillError(f"invalid DPO settings: {e}") from None
+
+
 def train_dpo(data: str | Path, student: str, output_dir: str | Path,
               settings: DPOSettings = DPOSettings(), run: Run | None = None) -> dict:
     """DPO-train `student` on a prompt/chosen/rejected export; returns losses, reward stats and the model dir.
@@ -66,36 +87,29 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
     """
     data, output_dir = Path(data), Path(output_dir)
     rows = _read_pairs(data)
-    final_dir = output_dir / f"dpo-{fingerprint(data, student, settings)}"
+    speed = resolve_speed(settings.speed)
+    final_dir = output_dir / f"dpo-{fingerprint(data, student, replace(settings, speed=speed.name))}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
 
     # Heavy imports stay here so `distill --help` is instant.
-    import torch
     from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     model_dir, tokenizer = training_tokenizer(student)
     dataset = Dataset.from_list(rows)
     checkpoints = checkpoint_root(final_dir)
-    try:
-        config = DPOConfig(
-            output_dir=str(checkpoints), max_steps=settings.max_steps,
-            per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
-            learning_rate=settings.learning_rate, beta=settings.beta, loss_type=[settings.loss_type],
-            max_length=settings.max_length, seed=settings.seed,
-            logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
-            report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
-            lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
-        )
-    except ValueError as e:  # e.g. a loss that needs extra settings (exo_pair without label smoothing)
-        raise DistillError(f"invalid DPO settings: {e}") from None
+    config = dpo_config(settings, speed, checkpoints)
     if run:
-        run.add_config(trainer=config.to_dict())
+        run.add_config(trainer=config.to_dict(), speed=speed.as_dict())
     try:
-        # ref_model=None: TRL loads a second, frozen copy of the student as the reference policy.
-        trainer = DPOTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
+        # Plain: ref_model=None, TRL loads a second frozen copy of the student. Otherwise the reference is
+        # the same weights loaded frozen in speed's configuration (bf16 and compiled on the fast path).
+        ref = None if speed.name == "plain" else load_frozen(str(model_dir), speed)
+        student_model = str(model_dir) if speed.name == "plain" else load_student(str(model_dir), speed)
+        trainer = DPOTrainer(model=student_model, ref_model=ref, args=config, train_dataset=dataset,
+                             processing_class=tokenizer)
     except (ValueError, NotImplementedError) as e:
         if settings.loss_type in str(e) or "loss" in str(e):
             raise DistillError(f"unsupported loss_type '{settings.loss_type}': {str(e).splitlines()[0]}") from None

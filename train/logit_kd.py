@@ -32,6 +32,7 @@ from core.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
 from train.cli import add_settings, run_script, settings_from
 from train.common import cached_summary, checkpoint_root, publish, record_summary
+from train.fast import Speed, load_student, resolve_speed
 from store.runs import recorded_run
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
@@ -54,6 +55,7 @@ class KDSettings:
     seed: int = 0
     mixed_precision: str = "auto"  # auto (accelerate launch's choice, else no) | no | bf16 | fp16
     save_steps: int = 50  # a resumable checkpoint every N steps (0: none); the latest one is kept
+    speed: str = "auto"  # auto | fast | plain | cpu (train/fast.py): fast on CUDA, cpu elsewhere
 
 
 def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, settings: KDSettings) -> list[dict]:
@@ -122,7 +124,9 @@ def _inputs(batch: list[dict], device) -> dict:
     return {k: v.to(device) for k, v in tensors.items()}
 
 
-def _accelerator(settings: KDSettings):
+def _accelerator(settings: KDSettings, speed: Speed):
+    import os
+
     from accelerate import Accelerator
 
     if settings.save_steps < 0:
@@ -131,6 +135,8 @@ def _accelerator(settings: KDSettings):
         raise DistillError(f"unknown mixed_precision {settings.mixed_precision!r}: use {', '.join(MIXED_PRECISION)}")
     # None: what `accelerate launch` was given (flag or config profile), else "no".
     mixed = None if settings.mixed_precision == "auto" else settings.mixed_precision
+    if mixed is None and speed.bf16 and "ACCELERATE_MIXED_PRECISION" not in os.environ:
+        mixed = "bf16"  # the fast path's autocast, unless `accelerate launch` chose one
     try:
         return Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=mixed)
     except ValueError as e:  # e.g. fp16 without a GPU
@@ -177,11 +183,12 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
 
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from clients.models import model_path
 
-    accelerator = _accelerator(settings)
+    speed = resolve_speed(settings.speed)
+    accelerator = _accelerator(settings, speed)
     student_dir = model_path(student)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     # The main process may have just written the run's start to the store (recorded_run): wait for it.
@@ -192,14 +199,15 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
         with Store(store, read_only=True) as readonly:
             examples = build_examples(readonly, data, teacher, tokenizer, settings)
     # How often it checkpoints does not change the model, so it is not part of the cache key.
-    fingerprint = {k: v for k, v in asdict(settings).items() if k != "save_steps"}
+    fingerprint = {k: v for k, v in asdict(settings).items() if k != "save_steps"} | {"speed": speed.name}
     key = hashlib.sha256(Path(data).read_bytes() + json.dumps([teacher, student, fingerprint]).encode())
     final_dir = Path(output_dir) / f"kd-student-{key.hexdigest()[:12]}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
     torch.manual_seed(settings.seed)
-    kd = _kd_student(AutoModelForCausalLM.from_pretrained(student_dir), settings).train()
+    # The batches are right-padded, which the varlen attention of the fast path takes as B sequences.
+    kd = _kd_student(load_student(str(student_dir), speed), settings).train()
     optimizer = torch.optim.AdamW(kd.parameters(), lr=settings.learning_rate)
     kd, optimizer = accelerator.prepare(kd, optimizer)
     world, rank = accelerator.num_processes, accelerator.process_index

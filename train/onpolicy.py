@@ -42,13 +42,15 @@ import json
 import math
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import DistillError
 from store.runs import Run, recorded_run
 from train.common import fingerprint, cached_summary, checkpoint_root, publish, read_records, record_summary
 from train.cli import add_settings, run_script, settings_from, trainer_parser
+from train.fast import Speed, load_frozen, load_student, resolve_speed, trainer_arguments
+from train.fast_decode import PROMPT_BUCKET, fast_decode_class, use_static_cache
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -66,6 +68,7 @@ class OnPolicySettings:
     max_new_tokens: int = 128
     max_length: int = 512  # prompt + completion tokens; longer prompts are dropped
     seed: int = 0
+    speed: str = "auto"  # auto | fast | plain | cpu (train/fast.py): fast on CUDA, cpu elsewhere
 
 
 def _content_text(message: dict) -> str:
@@ -147,6 +150,21 @@ def _mixed_trainer_class(base):
     return MixedPolicyDistillationTrainer
 
 
+def _trainer_class(base: type, settings: OnPolicySettings, speed: Speed) -> type:
+    """`base` with static-cache sampling on the fast path and GKD's lambda when lmbda < 1."""
+    if speed.static_decode:
+        base = fast_decode_class(base)
+    return _mixed_trainer_class(base) if settings.lmbda < 1.0 else base
+
+
+def _student(student_dir: Path, speed: Speed):
+    """The student model (or its path, for plain TRL). It samples with left-padded prompts, so it keeps
+    sdpa attention, and its layers stay uncompiled: transformers compiles the static-cache decode step."""
+    if speed.name == "plain":
+        return str(student_dir)
+    return load_student(str(student_dir), speed, attention="sdpa", compile_model=False)
+
+
 def _log_series(log_history: list[dict], key: str) -> list[float]:
     return [log[key] for log in log_history if key in log]
 
@@ -200,13 +218,13 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         teacher_url = base_url(teacher_url)
         served = f"{served_model(teacher_url)} at {teacher_url}/v1"
     identity = json.dumps([student, teacher, mode] + ([served, top_k] if served else []))
-    final_dir = output_dir / f"{mode}-{fingerprint(data, identity, settings)}"
+    speed = resolve_speed(settings.speed)
+    final_dir = output_dir / f"{mode}-{fingerprint(data, identity, replace(settings, speed=speed.name))}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
 
     # Heavy imports stay here so `distill --help` is instant.
-    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
 
@@ -243,9 +261,11 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
         learning_rate=settings.learning_rate, temperature=settings.temperature,
         max_completion_length=settings.max_new_tokens, seed=settings.seed,
         logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
-        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
+        report_to="none", dataloader_num_workers=0,
         lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
-        activation_checkpointing=torch.cuda.is_available(),  # TRL defaults it on; pointless on CPU
+        **trainer_arguments(speed),
+        # Left-padded prompts bucketed to a few lengths: the static KV cache and its compiled step are reused.
+        **({"pad_to_multiple_of": PROMPT_BUCKET} if speed.static_decode and not self_distill else {}),
     )
     if self_distill:
         from trl.experimental.sdft import SDFTConfig, SDFTTrainer
@@ -265,27 +285,32 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
 
         config = ServerDistillationConfig(**common, beta=settings.beta, teacher_model_server_url=teacher_url,
                                           loss_top_k=top_k)
-        base = server_trainer_class()
-        trainer = (_mixed_trainer_class(base) if settings.lmbda < 1.0 else base)(
-            model=str(student_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
-        trainer.lmbda = settings.lmbda
+        trainer = _trainer_class(server_trainer_class(), settings, speed)(
+            model=_student(student_dir, speed), args=config, train_dataset=dataset, processing_class=tokenizer)
     else:
         from trl import DistillationConfig, DistillationTrainer
 
-        config = DistillationConfig(**common, beta=settings.beta,
-                                    teacher_model_init_kwargs={"dtype": "float32"})
-        trainer_class = _mixed_trainer_class(DistillationTrainer) if settings.lmbda < 1.0 else DistillationTrainer
+        config = DistillationConfig(**common, beta=settings.beta, teacher_model_init_kwargs=(
+            {"dtype": "float32"} if speed.name == "plain" else None))
+        # Plain: TRL loads both models itself. Otherwise the frozen teacher is loaded in speed's
+        # configuration (bf16 and compiled layers on the fast path; sdpa: its batch is left-padded).
+        teacher_model = str(teacher_dir) if speed.name == "plain" else load_frozen(str(teacher_dir), speed,
+                                                                                   attention="sdpa")
         try:
-            trainer = trainer_class(model=str(student_dir), teacher_model=str(teacher_dir), args=config,
-                                    train_dataset=dataset, processing_class=tokenizer)
+            trainer = _trainer_class(DistillationTrainer, settings, speed)(
+                model=_student(student_dir, speed), teacher_model=teacher_model, args=config,
+                train_dataset=dataset, processing_class=tokenizer)
         except ValueError as e:
             if "vocab" in str(e):
                 raise DistillError(f"teacher {teacher} and student {student} do not share a vocabulary: "
                                    "on-policy distillation compares full next-token distributions") from None
             raise
+    if not self_distill:
         trainer.lmbda = settings.lmbda
+        if speed.static_decode:
+            use_static_cache(trainer, compile_decode=speed.cuda)
     if run:
-        run.add_config(trainer=config.to_dict())
+        run.add_config(trainer=config.to_dict(), speed=speed.as_dict())
     # Resume from the last checkpoint so a killed training run continues instead of restarting.
     has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import DistillError
@@ -21,6 +21,7 @@ from store.runs import Run, recorded_run
 from train.common import (fingerprint, cached_summary, checkpoint_root, publish, training_tokenizer,
                           record_summary)
 from train.cli import add_settings, run_script, settings_from, trainer_parser
+from train.fast import Speed, load_student, resolve_speed, sft_arguments, trainer_arguments
 
 
 @dataclass
@@ -32,6 +33,23 @@ class SFTSettings:
     max_length: int = 384
     seed: int = 0
     loss_on: str = "assistant"  # "assistant" (prompt/completion) or "all" (whole conversation)
+    speed: str = "auto"  # auto | fast | plain | cpu (train/fast.py): fast on CUDA, cpu elsewhere
+
+
+def sft_config(settings: SFTSettings, speed: Speed, checkpoints: str | Path):
+    """The SFTConfig `distill train sft` trains with: the settings plus speed's configuration
+    (train/fast.py). bench/train_throughput.py builds its "ours" arm from the same pieces."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(checkpoints), max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate, max_length=settings.max_length, seed=settings.seed,
+        logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
+        report_to="none", dataloader_num_workers=0,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
+        **trainer_arguments(speed), **sft_arguments(speed, settings.max_length),
+    )
 
 
 def train_sft(data: str | Path, student: str, output_dir: str | Path,
@@ -45,15 +63,15 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
         raise DistillError(f"training data {data} not found: run `distill curate` to export it")
     if settings.loss_on not in ("assistant", "all"):
         raise DistillError(f"unknown loss_on '{settings.loss_on}': use 'assistant' or 'all'")
-    final_dir = output_dir / f"student-{fingerprint(data, student, settings)}"
+    speed = resolve_speed(settings.speed)
+    final_dir = output_dir / f"student-{fingerprint(data, student, replace(settings, speed=speed.name))}"
     cached = cached_summary(final_dir)
     if cached:
         return cached
 
     # Heavy imports stay here so `distill --help` is instant.
-    import torch
     from datasets import load_dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     model_dir, tokenizer = training_tokenizer(student)
     dataset = load_dataset("json", data_files=str(data), split="train")
@@ -67,21 +85,11 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
         dataset = dataset.map(lambda ex: {"prompt": ex["messages"][:-1], "completion": ex["messages"][-1:]},
                               remove_columns=dataset.column_names)
     checkpoints = checkpoint_root(final_dir)
-    config = SFTConfig(
-        output_dir=str(checkpoints), max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size, gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate, max_length=settings.max_length, seed=settings.seed,
-        logging_steps=1, save_strategy="steps", save_steps=max(5, settings.max_steps // 4), save_total_limit=1,
-        report_to="none", use_cpu=not torch.cuda.is_available(), bf16=False, dataloader_num_workers=0,
-        lr_scheduler_type="constant_with_warmup", warmup_steps=min(2, settings.max_steps),
-        # Batches of similar length: prompts with passages vary 20-570 tokens, and padding every row to
-        # the longest in a random batch cost ~2x the compute on CPU. Activation checkpointing (TRL's
-        # default) only saves memory, which a CPU box has: there it is ~30% more compute for nothing.
-        train_sampling_strategy="group_by_length", gradient_checkpointing=torch.cuda.is_available(),
-    )
+    config = sft_config(settings, speed, checkpoints)
     if run:
-        run.add_config(trainer=config.to_dict())
-    trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=dataset, processing_class=tokenizer)
+        run.add_config(trainer=config.to_dict(), speed=speed.as_dict())
+    student_model = str(model_dir) if speed.name == "plain" else load_student(str(model_dir), speed)
+    trainer = SFTTrainer(model=student_model, args=config, train_dataset=dataset, processing_class=tokenizer)
     # Resume from the last checkpoint so a killed training run continues instead of restarting.
     has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
