@@ -24,6 +24,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from clients.device import pick_device, pick_dtype
 from clients.local_scoring import ContinuationScoring
 from clients.models import load_model
 from clients.types import Generation
@@ -94,11 +95,15 @@ class LocalGenerator(ContinuationScoring):
     # Option scoring (continuation_details_batch): padded prompt tokens x option rows per pass.
     score_token_budget = 8192
 
-    def __init__(self, model_name: str, batch_size: int = 16, device: str = "cpu") -> None:
+    def __init__(self, model_name: str, batch_size: int = 16, device: str | None = "auto",
+                 dtype: str | None = None) -> None:
+        """`device`: auto (the GPU when there is one, else cpu; DISTILL_DEVICE overrides), cpu, cuda
+        or cuda:N. `dtype`: None picks bf16 on a GPU with native bf16, fp32 elsewhere (clients/device.py)."""
         self.model_name = self.name = model_name
         self.batch_size = batch_size
-        self.device = device
-        self.model, self.tokenizer = load_model(model_name, device)
+        self.device = pick_device(device)  # resolved once: inputs are moved to this exact device
+        self.dtype = pick_dtype(self.device, dtype)
+        self.model, self.tokenizer = load_model(model_name, self.device, self.dtype)
         gc = self.model.generation_config
         eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]
         self.eos_ids = sorted({i for i in [*eos, self.tokenizer.eos_token_id] if i is not None})

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from clients.device import pick_device, pick_dtype
 from core.errors import DistillError
 from core.paths import cache_dir
 
 if TYPE_CHECKING:  # keep `import clients.models` cheap: torch/transformers load on first use
+    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
@@ -208,16 +210,23 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(
-    name_or_path: str, device: str = "cpu"
+    name_or_path: str, device: str | None = "auto", dtype: str | torch.dtype | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load (converting once if needed) a causal LM in fp32 eval mode and its tokenizer."""
+    """Load (converting once if needed) a causal LM in eval mode and its tokenizer.
+
+    `device` auto means the GPU when there is one (clients.device.pick_device); `dtype` None means
+    bf16 on a GPU with native bf16 and fp32 on the CPU (pick_dtype), where bf16 changes these small
+    models' answers.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    device = pick_device(device)
+    if not isinstance(dtype, torch.dtype):
+        dtype = pick_dtype(device, dtype)
     path = model_path(name_or_path)
     tok = load_tokenizer(str(path))
-    # fp32 on purpose: bf16 on CPU changes these small models' answers.
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device).eval()
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id

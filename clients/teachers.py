@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from clients.device import pick_device
 from clients.types import Generation
 
 if TYPE_CHECKING:
@@ -27,13 +28,16 @@ class Teacher(Protocol):
     def score_continuations(self, prompt: str, continuations: list[str]) -> list[float]: ...
 
 
-_loaded: dict[tuple[str, int], "LocalGenerator"] = {}
+_loaded: dict[tuple[str, int, str], "LocalGenerator"] = {}
 
 
-def get_teacher(name: str, batch_size: int = 16, *, api_base: str | None = None,
+def get_teacher(name: str, batch_size: int = 16, *, device: str | None = None, api_base: str | None = None,
                 api_key_env: str | None = None, api_key: str | None = None,
                 price_per_mtok: tuple[float, float] | None = None, **run_options: object) -> Teacher:
     """A registered model name, a local path or a cached HF id, loaded once per process.
+
+    A local model runs on `device`: None or "auto" is the GPU when torch sees one, else the CPU
+    (DISTILL_DEVICE overrides auto; see clients.device.pick_device); API teachers ignore it.
 
     "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
     `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
@@ -48,7 +52,7 @@ def get_teacher(name: str, batch_size: int = 16, *, api_base: str | None = None,
         return teacher
     from clients.local import LocalGenerator  # torch loads here, for local teachers only
 
-    key = (name, batch_size)
+    key = (name, batch_size, pick_device(device))  # keyed by the resolved device: auto and cuda are one model
     if key not in _loaded:
-        _loaded[key] = LocalGenerator(name, batch_size=batch_size)
+        _loaded[key] = LocalGenerator(name, batch_size=batch_size, device=key[2])
     return _loaded[key]

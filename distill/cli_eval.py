@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from clients.device import DEVICE_ENV, DEVICE_HELP
 from core.errors import DistillError
 from core.flags import integer, number
 from evals.calibrate import METHODS
@@ -45,6 +46,8 @@ def add_cascade_arguments(p: argparse.ArgumentParser) -> None:
                    help="test items both models explain, for rationale similarity (fidelity); 0 = skip")
     g.add_argument("--resplits", type=integer(0), default=20, help="random re-splits checking the accuracy target")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help=f"where local student and teachers score: {DEVICE_HELP}; "
+                   f"default auto (${DEVICE_ENV} overrides auto; bf16 on a GPU with native bf16, fp32 on the CPU)")
 
 
 def parse_prices(items: list[str]) -> dict[str, float]:
@@ -77,16 +80,18 @@ def run_cascade_eval(args: argparse.Namespace) -> None:
                            "or a labelled file)")
     settings = cascade_settings(args)
     settings.check()  # before the models load: a bad flag or task costs nothing
+    from clients.device import pick_device
     from store.runs import recorded_run
     from store.store import Store
     from clients.teachers import get_teacher
     from evals.task_eval import check_task, evaluate_task
 
+    device = pick_device(args.device)  # a bad --device, or cuda without a GPU, fails before the store opens
     with Store(args.store) as store:
         check_task(store, args.task)
-        student = get_teacher(args.student)
-        teachers = [get_teacher(t) for t in args.teacher]
-        config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")}
+        student = get_teacher(args.student, device=device)
+        teachers = [get_teacher(t, device=device) for t in args.teacher]
+        config = {k: v for k, v in vars(args).items() if k not in ("func", "rest")} | {"device": device}
         with recorded_run(store, "eval-cascade", config) as run:
             out = evaluate_task(store, args.task, student, teachers, args.out, run.run_id, settings)
             store.check_requests_done(run.run_id)  # failed teacher requests: the run fails, exit 3

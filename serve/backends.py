@@ -55,10 +55,10 @@ class _Job:
 MAX_TOP_LOGPROBS = 20
 
 
-def _load_generator(model: str, batch_size: int) -> Any:
+def _load_generator(model: str, batch_size: int, device: str | None = None) -> Any:
     from clients.local import LocalGenerator  # torch loads only when a real model is served
 
-    return LocalGenerator(model, batch_size=batch_size)
+    return LocalGenerator(model, batch_size=batch_size, device=device)
 
 
 class ModelBackend:
@@ -70,8 +70,9 @@ class ModelBackend:
     meanwhile queue up and form the next batch.
     """
 
-    def __init__(self, model: str, max_batch: int, wait_s: float, stats: Stats) -> None:
-        self.generator = _load_generator(model, max_batch)
+    def __init__(self, model: str, max_batch: int, wait_s: float, stats: Stats, device: str | None = None) -> None:
+        # device None / "auto": the GPU when there is one (clients.device.pick_device)
+        self.generator = _load_generator(model, max_batch, device)
         self.max_batch, self.wait_s, self.stats = max_batch, wait_s, stats
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="distill-serve-model")
         self.queue: asyncio.Queue[_Job] | None = None

@@ -227,8 +227,10 @@ class _CascadeServer(Server):
 
 def start_cascade_server(spec_path: str | Path, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                          faults: str | None = None, seed: int = 0, max_batch: int = 16,
-                         batch_wait_ms: float = 5.0, guard: ServeGuard | None = None) -> ServerHandle:
-    """Load every model of the spec, listen on host:port (0 picks a free port) and return.
+                         batch_wait_ms: float = 5.0, guard: ServeGuard | None = None,
+                         device: str | None = None) -> ServerHandle:
+    """Load every model of the spec on `device` (None: the GPU when there is one), listen on
+    host:port (0 picks a free port) and return.
 
     `.stats["models"][name]` counts each model's batches, batched rows and answers.
     """
@@ -244,7 +246,7 @@ def start_cascade_server(spec_path: str | Path, *, host: str = "127.0.0.1", port
     backends: list[ModelBackend] = []
     try:
         for name in spec.models:
-            backends.append(ModelBackend(name, max_batch, batch_wait_ms / 1000, stats.per_model[name]))
+            backends.append(ModelBackend(name, max_batch, batch_wait_ms / 1000, stats.per_model[name], device))
     except BaseException:
         _Chain(backends).close()
         raise

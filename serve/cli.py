@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import Any, Iterator
 
+from clients.device import DEVICE_ENV, DEVICE_HELP, DTYPE_ENV, check_device_name
 from core.errors import DistillError
 from core.flags import OneLineParser
 from serve import faults as fault_kinds
@@ -76,8 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-body-mb", type=int, default=16, help="largest request body or uploaded batch file")
     parser.add_argument("--max-choices", type=int, default=64, help="most completions one request may ask for "
                         "(prompts x n)")
+    parser.add_argument("--device", default="auto", help=f"where the model(s) run: {DEVICE_HELP}; default auto "
+                        f"(${DEVICE_ENV} overrides auto). Weights load in bf16 on a GPU with native bf16, "
+                        f"fp32 on the CPU (${DTYPE_ENV}=float32 forces fp32)")
     args = parser.parse_args(argv)
     try:
+        check_device_name(args.device)  # a typo fails before anything loads; CUDA itself is checked at load
         guard = ServeGuard(api_key=_api_key(args.api_key_env), max_body_mb=args.max_body_mb,
                            max_choices=args.max_choices)
     except DistillError as err:
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options: dict[str, Any] = {"host": args.host, "port": args.port, "latency_s": args.latency,
                                "faults": args.faults, "seed": args.seed, "max_batch": args.max_batch,
-                               "batch_wait_ms": args.batch_wait_ms, "guard": guard}
+                               "batch_wait_ms": args.batch_wait_ms, "guard": guard, "device": args.device}
     try:
         if (args.model is None) == (args.cascade is None):
             raise DistillError("serve needs one of --model NAME or --cascade SPEC.json")

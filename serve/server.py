@@ -245,13 +245,16 @@ def check_options(latency_s: float, max_batch: int, batch_wait_ms: float, port: 
 
 def start_server(model: str, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0,
                  faults: str | None = None, seed: int = 0, max_batch: int = 16,
-                 batch_wait_ms: float = 5.0, guard: ServeGuard | None = None) -> ServerHandle:
-    """Load `model` ("echo" for none), listen on host:port (0 picks a free port) and return."""
+                 batch_wait_ms: float = 5.0, guard: ServeGuard | None = None,
+                 device: str | None = None) -> ServerHandle:
+    """Load `model` ("echo" for none) on `device` (None: the GPU when there is one), listen on
+    host:port (0 picks a free port) and return."""
     check_options(latency_s, max_batch, batch_wait_ms, port)
     (guard := guard or ServeGuard()).check(host)
     plan = parse_faults(faults, seed)  # before loading a model: a typo should fail fast
     stats = Stats()
-    backend: Any = EchoBackend() if model == "echo" else ModelBackend(model, max_batch, batch_wait_ms / 1000, stats)
+    backend: Any = (EchoBackend() if model == "echo"
+                    else ModelBackend(model, max_batch, batch_wait_ms / 1000, stats, device))
     return launch(Server(model, backend, plan, latency_s, seed, stats), host, port, guard)
 
 

@@ -29,7 +29,7 @@ EVAL = [("--target-accuracy", ["1.5", "-0.1"]), ("--max-teacher-share", ["2", "-
         ("--signal", ["vibes"]), ("--calibration", ["magic"]), ("--price", ["gemma", "=0.5", "gemma=-1", "gemma=x"]),
         ("--max-cost-per-1k", ["1", "-1"]), ("--prompt-style", ["qa"]), ("--debias", ["prior"]), ("--shots", ["x", "-1"]),
         ("--limit", ["0", "5", "x"]), ("--variants", ["0"]), ("--kd-train", ["5"]), ("--rationales", ["-1"]),
-        ("--resplits", ["-1"])]
+        ("--resplits", ["-1"]), ("--device", ["bogus", "gpu", "cuda:x"])]
 # Files a user might load: each is written by the `seeded` fixture.
 BAD_FILES = {"latin1.jsonl": b'{"input": "caf\xe9", "label": "x"}\n', "surrogate.jsonl": b'{"input": "\\ud800", "label": "x"}\n',
              "empty.jsonl": b"", "list.jsonl": b"[1, 2]\n", "broken.jsonl": b'{"input": \n',
@@ -38,7 +38,7 @@ BAD_FILES = {"latin1.jsonl": b'{"input": "caf\xe9", "label": "x"}\n', "surrogate
              "dupid.jsonl": b'{"id": "1", "input": "q", "label": "a"}\n{"id": "1", "input": "r", "label": "b"}\n'}
 SERVE = [["--port", "-1"], ["--port", "99999"], ["--latency", "-1"], ["--max-batch", "0"], ["--faults", "bogus:1"],
          ["--max-body-mb", "0"], ["--max-choices", "0"], ["--api-key-env", "NO_SUCH_VARIABLE_SET"],
-         ["--host", "0.0.0.0"], ["--batch-wait-ms", "-1"]]
+         ["--host", "0.0.0.0"], ["--batch-wait-ms", "-1"], ["--device", "bogus"], ["--device", "cuda:"]]
 SERVE_LIKE = [["synth", "--pool", "yesno"], ["synth"], ["curate", "--pool", "yesno", "--verifiers", "magic"],
               ["curate", "--pool", "no-such-pool"], ["pairs"], ["eval"], ["eval", "--student", "s"],
               ["train", "sft"], ["train", "nosuch"], ["data", "load"], ["data", "list", "gsm8k"], ["nosuch"],
