@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+from core.errors import DistillError
 from clients.device import pick_device
 from clients.types import Generation
 
@@ -42,7 +43,7 @@ def get_teacher(name: str, batch_size: int = 16, *, device: str | None = None, a
     "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
     `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
     from `api_key_env` and never stored. `run_options` (max_concurrency, rpm, tpm,
-    max_budget_usd, max_retries, backoff_base_s) go to the async engine for every request of this teacher.
+    max_budget_usd, max_retries, backoff_base_s, workers, executor) go to the async engine for every request of this teacher.
     """
     if name.startswith("api:"):
         from clients.api import ApiTeacher
@@ -50,6 +51,9 @@ def get_teacher(name: str, batch_size: int = 16, *, device: str | None = None, a
                              price_per_mtok=price_per_mtok)
         teacher.run_options = {k: v for k, v in run_options.items() if v is not None}
         return teacher
+    if run_options.get("workers") or run_options.get("executor"):
+        raise DistillError(f"--workers / --executor shard API teachers only; {name} runs in this process: "
+                           "drop them or use --teacher api:<model>")
     from clients.local import LocalGenerator  # torch loads here, for local teachers only
 
     key = (name, batch_size, pick_device(device))  # keyed by the resolved device: auto and cuda are one model

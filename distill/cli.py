@@ -111,6 +111,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
                           price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
                           max_budget_usd=args.max_budget_usd, max_retries=args.max_retries,
                           backoff_base_s=args.retry_base_s, batch=args.batch or None,
+                          workers=args.workers or (1 if args.executor else None),
+                          executor=args.executor or ("local" if args.workers else None),
                           poll_s=args.batch_poll_s) if args.teacher else None
     settings = SynthSettings(split=args.split, limit=args.limit, samples=args.samples, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, examples=args.examples, seed=args.seed)
@@ -266,6 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(dropped connection, 429, 5xx, malformed body; default 10)")
     api.add_argument("--retry-base-s", type=number(0, above_low=True), help="first backoff step in seconds, "
                      "doubled each retry with jitter, capped at 60 s; Retry-After wins (default 1)")
+    api.add_argument("--workers", type=integer(1), help="shards run in parallel, each on its own shard store, "
+                     "ingested into --store (engine/sharded.py); the rate limits and budget are split among them")
+    api.add_argument("--executor", choices=["local", "ray", "slurm"], help="where shards run: a local process pool "
+                     "(default with --workers), Ray (RAY_ADDRESS or a local cluster) or a Slurm array (sbatch script)")
     api.add_argument("--batch", action="store_true", help="use the provider's batch API (resumable, per-request status)")
     api.add_argument("--batch-poll-s", type=number(0, above_low=True), help="seconds between batch status polls "
                      "(default 30)")

@@ -28,6 +28,11 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
             from engine.batch_api import run_batch
             return run_batch(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
                              postprocess=postprocess, label=label, **batch)
+        shards = {k: options.pop(k) for k in ("workers", "executor") if k in options}
+        if shards:  # N workers, each on its own shard store (engine.sharded), ingested here
+            from engine.sharded import run_sharded
+            return run_sharded(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
+                               postprocess=postprocess, label=label, **shards, **options)
         from engine.api_engine import run_api_requests
         return run_api_requests(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
                                 postprocess=postprocess, label=label, **options)

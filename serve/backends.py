@@ -179,6 +179,8 @@ class Stats:
         self.lock = threading.Lock()
         self.requests, self.batches, self.batched_rows = 0, 0, 0
         self.faults: dict[str, int] = {}
+        # Answers given per distinct request (prompt, n, seed): tests count repeated paid calls with it.
+        self.answered: dict[str, int] = {}
 
     def next_request(self) -> int:
         with self.lock:
@@ -189,6 +191,10 @@ class Stats:
         with self.lock:
             self.faults[kind] = self.faults.get(kind, 0) + 1
 
+    def add_answer(self, digest: str) -> None:
+        with self.lock:
+            self.answered[digest] = self.answered.get(digest, 0) + 1
+
     def add_batch(self, rows: int) -> None:
         with self.lock:
             self.batches += 1
@@ -197,6 +203,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests, "faults": dict(self.faults), "batches": self.batches,
-                    "batched_rows": self.batched_rows}
+                    "batched_rows": self.batched_rows, "answered": dict(self.answered),
+                    "repeated": sum(n - 1 for n in self.answered.values())}
 
 

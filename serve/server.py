@@ -17,6 +17,7 @@ is never read or logged and the access log is off.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import ipaddress
 import json
@@ -157,6 +158,7 @@ class Server:
             result = await answer(body, truncate=fault == "truncate")
         except HttpError as err:
             return err.response()
+        self.stats.add_answer(_request_digest(body))
         if fault is not None:  # counted once applied: an invalid request got its 400 instead
             self.stats.add_fault(fault)
         return fault_kinds.malformed(result) if fault == "malformed" else web.json_response(result)
@@ -236,6 +238,12 @@ def _run_loop(loop: asyncio.AbstractEventLoop, server: Server, host: str, port: 
         loop.run_forever()
     finally:
         loop.close()
+
+
+def _request_digest(body: dict) -> str:
+    """What makes two requests the same paid call: the prompt or messages, n and the seed."""
+    what = [body.get("messages") or body.get("prompt"), body.get("n"), body.get("seed")]
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def check_options(latency_s: float, max_batch: int, batch_wait_ms: float, port: int) -> None:

@@ -252,6 +252,12 @@ class Store(CurationQueries):
                            [keys])
         return {r["key"]: r for r in rows}
 
+    def request_rows(self, keys: list[str]) -> list[dict]:
+        """Every stored row among `keys`, done or failed (a shard's output, read by its coordinator)."""
+        if not keys:
+            return []
+        return self._dicts("SELECT * FROM requests WHERE key IN (SELECT unnest(?::VARCHAR[])) ORDER BY key", [keys])
+
     def add_requests_and_samples(self, requests: list[dict], samples: list[dict]) -> None:
         """Write a finished batch in one transaction: a kill -9 keeps all of it or none."""
         with self.transaction():

@@ -19,6 +19,7 @@ SYNTH = [("--limit", ["0", "-1", "abc", "1.5"]), ("--samples", ["0", "-2", "x"])
          ("--examples", ["-1", "two"]), ("--batch-size", ["0", "-1"]), ("--max-concurrency", ["0", "-3"]),
          ("--rpm", ["0", "-1", "nan"]), ("--tpm", ["0", "-10"]), ("--max-budget-usd", ["-1", "nan", "inf"]),
          ("--batch-poll-s", ["0", "-1"]), ("--max-retries", ["-1", "x"]), ("--retry-base-s", ["0", "-1", "nan"]),
+         ("--workers", ["0", "-1", "x"]), ("--executor", ["spark"]),
          ("--price", ["-1,1", "1,-1", "a,b", "1", "nan,1", "inf,0"]),
          ("--split", ["validation"]), ("--kind", ["poem"]), ("--seed", ["x"])]
 CURATE = [("--threshold", ["0", "1.5", "-0.1", "nan"]), ("--ngram", ["0", "-1", "x"]), ("--num-perm", ["0", "8", "-1"]),
