@@ -62,3 +62,8 @@ def output_file(text: str) -> str:
 def _writable(folder: Path) -> bool:
     import os
     return os.access(folder, os.W_OK | os.X_OK)
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """A command's flags as its run's config (recorded_run drops secret-looking ones)."""
+    return {k: v for k, v in vars(args).items() if k != "func"}

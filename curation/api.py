@@ -43,11 +43,15 @@ class Curation:
         return self._run("verify", {"verifiers": names}, lambda r: verify(self.store, self.pool, r, names))
 
     def dedup(self, threshold: float = 0.8, ngram: int = 3, num_perm: int = 128, shingle: str = "word",
-              scope: str = "prompt") -> dict:
+              scope: str = "prompt", workers: int = 1, executor: str | None = None) -> dict:
+        """MinHash dedup; `workers` > 1 computes signatures in parallel shards (`executor` local or ray)."""
         from curation.dedup import DedupParams, dedup_samples
         from curation.minhash import MinHashParams
+        from engine.executors import check_executor
+        check_executor(executor or "local", workers)
         params = DedupParams(MinHashParams(shingle=shingle, ngram=ngram, num_perm=num_perm, threshold=threshold), scope)
-        return self._run("dedup", params.record(), lambda r: dedup_samples(self.store, self.pool, r, params))
+        return self._run("dedup", params.record(), lambda r: dedup_samples(self.store, self.pool, r, params,
+                                                                           workers=workers, executor=executor))
 
     def embedding_dedup(self, threshold: float = 0.95, scope: str = "prompt") -> dict:
         """Optional semantic dedup with the offline MiniLM model (method "embedding")."""

@@ -96,9 +96,27 @@ def _cluster_rows(method: str, pairs: list[tuple[str, str]], existing: dict[str,
     return rows
 
 
+def sharded_signatures(texts: list[str], mp: MinHashParams, workers: int = 1, executor: str | None = None) -> np.ndarray:
+    """MinHash signatures computed by `workers` shards in parallel (engine.executors: local processes or
+    Ray). A document's signature depends only on its text, so the result is identical to one process."""
+    if workers <= 1 and executor is None:
+        return signatures(texts, mp)
+    from engine.executors import map_tasks
+
+    shards = max(1, workers)
+    bounds = np.linspace(0, len(texts), shards + 1).astype(int)
+    parts = map_tasks(signatures, [(texts[a:b], mp) for a, b in zip(bounds[:-1], bounds[1:])], shards,
+                      executor or "local")
+    return np.concatenate(parts) if parts else signatures(texts, mp)
+
+
 def dedup_samples(store: Store, pool: str, run_id: str, params: DedupParams = DedupParams(),
-                  verifier: str = VERIFIER) -> dict:
-    """Index the pool's new samples, cluster them against everything indexed; returns counts."""
+                  verifier: str = VERIFIER, workers: int = 1, executor: str | None = None) -> dict:
+    """Index the pool's new samples, cluster them against everything indexed; returns counts.
+
+    `workers` > 1 computes the signatures in parallel shards (`executor` "local" or "ray"); candidate
+    pairs are then found globally from the band hashes in the store (a DuckDB self-join), clusters by
+    union-find, so the result is the single-process one."""
     phash = params.hash()
     record = dict(params.record(), params_hash=phash)
     samples = store.dedup_samples_info(pool, list(params.kinds), verifier)
@@ -112,7 +130,7 @@ def dedup_samples(store: Store, pool: str, run_id: str, params: DedupParams = De
     mp = params.minhash
     bands, rows = mp.resolved()
     texts = [normalise(sample_text(s)) for s in new]
-    sigs = signatures(texts, mp)
+    sigs = sharded_signatures(texts, mp, workers, executor)
     bh = band_hashes(sigs, bands, rows)
     scope = [s["prompt_id"] if params.scope == "prompt" else pool for s in new]
     index_rows = [dict(sample_id=s["id"], params_hash=phash, scope=scope[i],

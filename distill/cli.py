@@ -6,7 +6,8 @@ import json
 import sys
 
 from core.errors import DistillError, RequestsIncomplete
-from core.flags import OneLineParser, integer, number, output_file
+from core.flags import OneLineParser, integer, number, output_file, run_config
+from distill import cli_curate
 
 DEFAULT_STORE = "runs/distill.duckdb"
 
@@ -116,14 +117,9 @@ def cmd_synth(args: argparse.Namespace) -> None:
                           poll_s=args.batch_poll_s) if args.teacher else None
     settings = SynthSettings(split=args.split, limit=args.limit, samples=args.samples, temperature=args.temperature,
                              max_new_tokens=args.max_new_tokens, examples=args.examples, seed=args.seed)
-    with Store(args.store) as store, recorded_run(store, "synth", _config(args)) as run:
+    with Store(args.store) as store, recorded_run(store, "synth", run_config(args)) as run:
         print(json.dumps(run_kind(args.kind, store, teacher, args.pool, run.run_id, settings), indent=1))
         store.check_requests_done(run.run_id)  # failed teacher requests: the run fails, exit 3
-
-
-def _config(args: argparse.Namespace) -> dict:
-    """A command's flags as the run's config (recorded_run drops secret-looking ones)."""
-    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def _price(text: str) -> tuple[float, float]:
@@ -134,45 +130,6 @@ def _price(text: str) -> tuple[float, float]:
     if not all(0 <= p < float("inf") for p in (prompt_price, completion_price)):  # a negative price defeats the budget
         raise DistillError(f"--price {text!r}: prices must be finite and >= 0 USD per million tokens, e.g. 0.15,0.6")
     return prompt_price, completion_price
-
-
-def cmd_pairs(args: argparse.Namespace) -> None:
-    from store.runs import recorded_run
-    from store.store import Store
-    from curation.pairs import build_pairs, export_pairs
-    with Store(args.store) as store, recorded_run(store, "pairs", _config(args)) as run:
-        built = build_pairs(store, args.pool, run.run_id, args.strategy, args.margin, args.student)
-        exported = export_pairs(store, args.pool, args.out, args.strategy)
-    print(json.dumps({"build": built, "export": exported}, indent=1))
-
-
-def cmd_curate(args: argparse.Namespace) -> None:
-    if args.action == "purify-bench":
-        from curation.purify_bench import run_bench
-        settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-        run_bench(args.target, args.bench_out, args.store, settings)
-        return
-    from curation.api import Curation
-    from curation.purify import METHODS
-    from curation.verify import VERIFIERS
-    if not args.pool:
-        raise DistillError("distill curate needs --pool: the pool to curate (see `distill report`)")
-    if args.method not in METHODS:  # checked before any stage runs: bad input leaves the store unchanged
-        raise DistillError(f"unknown purification method {args.method!r}: choose from {', '.join(METHODS)}")
-    unknown = [v for v in args.verifiers.split(",") if v not in VERIFIERS]
-    if unknown:
-        raise DistillError(f"unknown verifier(s) {unknown}: choose from {', '.join(sorted(VERIFIERS))}")
-    with Curation(args.store, args.pool) as c:
-        result = {"verify": c.verify(*args.verifiers.split(",")),
-                  "dedup": c.dedup(threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm,
-                                   scope=args.scope),
-                  **({"embedding_dedup": c.embedding_dedup(args.embedding_threshold)} if args.embedding_threshold else {}),
-                  "decontam": c.decontaminate(),
-                  "purify": c.purify(args.method, **({"aggregator": args.aggregator} if args.aggregator else {})),
-                  "export": c.export(args.export, args.out, method=args.method, strategy=args.strategy,
-                                     reasoning=not args.no_reasoning, force=args.force,
-                                     drop_contaminated=args.drop_contaminated)}
-    print(json.dumps(result, indent=1, default=str))
 
 
 def cmd_script(args: argparse.Namespace) -> None:
@@ -285,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=number(0), default=0.0)
     p.add_argument("--student", help="the student's model name (teacher_vs_student)")
     p.add_argument("--out", default="runs/pairs.jsonl", type=output_file)
-    p.set_defaults(func=cmd_pairs)
+    p.set_defaults(func=cli_curate.cmd_pairs)
 
     p = _sub(subs, "curate", "verify, dedup, decontaminate, purify across teachers and export for TRL",
              "distill curate --pool gsm8k --method majority --export sft --out runs/sft.parquet\n"
@@ -300,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=number(0, 1, above_low=True), default=0.8, help="MinHash Jaccard threshold")
     p.add_argument("--ngram", type=integer(1), default=3, help="word n-gram size of the MinHash shingles")
     p.add_argument("--num-perm", type=integer(16), default=128)
+    p.add_argument("--workers", type=integer(1), default=1, help="MinHash signatures in parallel shards")
+    p.add_argument("--executor", choices=["local", "ray"], help="where the shards run (default local)")
     p.add_argument("--scope", choices=["prompt", "pool"], default="prompt",
                    help="duplicates must share a prompt (traces) or may be anywhere in the pool (prompts)")
     p.add_argument("--embedding-threshold", type=number(0, 1, above_low=True),
@@ -316,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="purify-bench champ: recorded prompt settings used as each teacher's samples (no hints "
                         "or partial solutions by default; 'No C w/o H' is a copy of 0-Shot in CHAMP)")
     p.add_argument("--bench-out", default="runs/purify-bench", help="purify-bench: where the report goes")
-    p.set_defaults(func=cmd_curate)
+    p.set_defaults(func=cli_curate.cmd_curate)
 
     p = _sub(subs, "train", "train a student: sft, dpo, onpolicy (TRL), offline logit KD (teacher-pass, logit-kd), prune",
              "distill train sft --data runs/sft.jsonl --student smollm2-135m-instruct --max-steps 20\n"

@@ -30,6 +30,7 @@ from typing import Any
 
 from clients.types import Generation
 from core.errors import DistillError, RequestsIncomplete
+from engine.executors import ray_module
 from engine.jobs import GenParams, Job, Postprocess, request_key
 from store.store import Store
 
@@ -140,15 +141,7 @@ def _run_local(specs: list[Path], workers: int) -> dict[int, dict]:
 
 def _run_ray(specs: list[Path], workers: int) -> dict[int, dict]:
     """Ray tasks, one per shard; Ray starts a task again when its worker process dies."""
-    try:
-        import ray
-    except ImportError:
-        raise DistillError("--executor ray needs the ray package: pip install ray, or use --executor local") from None
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        # No address: a local cluster with one CPU slot per worker, started and stopped here.
-        ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
-                 log_to_driver=True, configure_logging=False)
+    ray = ray_module(workers)
     task = ray.remote(num_cpus=1, max_retries=WORKER_TRIES - 1, retry_exceptions=False)(run_shard)
     refs = [task.remote(str(path)) for path in specs]
     results: dict[int, dict] = {}
