@@ -19,13 +19,28 @@ def cached_summary(final_dir: Path) -> dict | None:
     return dict(json.loads(path.read_text()), cached=True) if path.exists() else None
 
 
-def publish(tmp_dir: Path, final_dir: Path, summary: dict) -> dict:
-    """Write the summary into the finished model dir and move it into place in one rename."""
-    (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
-    if final_dir.exists():
-        shutil.rmtree(final_dir)
-    tmp_dir.replace(final_dir)
+def publish(tmp_dir: Path, final_dir: Path, summary: dict, tokenizer: Any = None) -> dict:
+    """Write the tokenizer and summary into the finished model dir and move it into place in one
+    rename. Under `accelerate launch` only the main process writes; the others wait for it."""
+    from store.runs import is_main_process
+
+    if is_main_process():
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp_dir))
+        (tmp_dir / "train_summary.json").write_text(json.dumps(summary, indent=1))
+        if final_dir.exists():
+            shutil.rmtree(final_dir)
+        tmp_dir.replace(final_dir)
+    _barrier()
     return dict(summary, cached=False)
+
+
+def _barrier() -> None:
+    """Wait for every process of a distributed run (no-op in one process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def read_records(data: Path, missing_hint: str) -> list[tuple[str, dict]]:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import DistillError
-from store.runs import Run, recorded_run
+from store.runs import Run, is_main_process, recorded_run
 from train.common import (fingerprint, cached_summary, checkpoint_root, publish, read_records, training_tokenizer,
                           record_summary)
 from train.cli import add_settings, run_script, settings_from, trainer_parser
@@ -124,10 +124,10 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
     margins = _log_series(history, "rewards/margins")
     accuracies = _log_series(history, "rewards/accuracies")
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     trainer.save_model(str(tmp_dir))
     tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(str(tmp_dir))
     summary = {"model_dir": str(final_dir), "student": student, "rows": len(rows),
                "rows_used": len(trainer.train_dataset), "steps": result.global_step,
                "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
@@ -137,7 +137,7 @@ def train_dpo(data: str | Path, student: str, output_dir: str | Path,
                "last_reward_margin": margins[-1] if margins else math.nan,
                "last_reward_accuracy": accuracies[-1] if accuracies else math.nan,
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    return publish(tmp_dir, final_dir, summary)
+    return publish(tmp_dir, final_dir, summary, tokenizer)
 
 
 def main(argv: list[str] | None = None) -> None:

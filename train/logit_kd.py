@@ -253,12 +253,12 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
                "train_runtime_s": time.perf_counter() - began, "settings": asdict(settings), "resumed_from_step": start}
     state = accelerator.get_state_dict(kd)  # every process takes part (FSDP / ZeRO-3 gather the weights)
+    tmp = final_dir.with_name(final_dir.name + ".tmp")
     if accelerator.is_main_process:
-        tmp = final_dir.with_name(final_dir.name + ".tmp")
         weights = {k.removeprefix("student."): v for k, v in state.items()}
         accelerator.unwrap_model(kd).student.save_pretrained(tmp, state_dict=weights)
-        tokenizer.save_pretrained(tmp)
-        publish(tmp, final_dir, summary)
+    publish(tmp, final_dir, summary, tokenizer)  # every process: the main one writes, the others wait
+    if accelerator.is_main_process:
         shutil.rmtree(checkpoints, ignore_errors=True)  # the final model is the cached result now
     accelerator.wait_for_everyone()  # the other processes return once the model is in place
     return dict(summary, cached=False)

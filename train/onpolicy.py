@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from core.errors import DistillError
-from store.runs import Run, recorded_run
+from store.runs import Run, is_main_process, recorded_run
 from train.common import fingerprint, cached_summary, checkpoint_root, publish, read_records, record_summary
 from train.cli import add_settings, run_script, settings_from, trainer_parser
 from train.fast import Speed, load_frozen, load_student, resolve_speed, trainer_arguments
@@ -317,9 +317,9 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
     history = trainer.state.log_history
     losses = _log_series(history, "loss")
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if is_main_process():
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     trainer.save_model(str(tmp_dir))
-    tokenizer.save_pretrained(str(tmp_dir))
     teacher_name = teacher or served or "self (initial weights)"
     summary = {"model_dir": str(final_dir), "student": student, "teacher": teacher_name, "mode": mode,
                "rows": len(rows), "rows_used": len(records), "steps": result.global_step,
@@ -328,7 +328,7 @@ def train_onpolicy(data: str | Path, student: str, teacher: str | None, output_d
                "completion_mean_length": _log_series(history, "completions/mean_length"),
                "on_policy": _log_series(history, "on_policy"),
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    return publish(tmp_dir, final_dir, summary)
+    return publish(tmp_dir, final_dir, summary, tokenizer)
 
 
 def main(argv: list[str] | None = None) -> None:

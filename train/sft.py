@@ -90,6 +90,9 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
         run.add_config(trainer=config.to_dict(), speed=speed.as_dict())
     student_model = str(model_dir) if speed.name == "plain" else load_student(str(model_dir), speed)
     trainer = SFTTrainer(model=student_model, args=config, train_dataset=dataset, processing_class=tokenizer)
+    if len(trainer.train_dataset) == 0:
+        raise DistillError(f"no row of {data} fits max_length={settings.max_length} once its prompt is "
+                           "tokenised: raise --max-length")
     # Resume from the last checkpoint so a killed training run continues instead of restarting.
     has_checkpoint = checkpoints.exists() and any(checkpoints.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
@@ -97,12 +100,11 @@ def train_sft(data: str | Path, student: str, output_dir: str | Path,
     tmp_dir = final_dir.with_name(final_dir.name + ".tmp")
     trainer.save_model(str(tmp_dir))
     tokenizer.padding_side = "left"
-    tokenizer.save_pretrained(str(tmp_dir))
     summary = {"model_dir": str(final_dir), "student": student, "rows": len(dataset),
                "steps": result.global_step, "first_loss": losses[0] if losses else math.nan,
                "last_loss": losses[-1] if losses else math.nan, "losses": losses,
                "train_runtime_s": result.metrics.get("train_runtime"), "settings": asdict(settings)}
-    return publish(tmp_dir, final_dir, summary)
+    return publish(tmp_dir, final_dir, summary, tokenizer)
 
 
 def main(argv: list[str] | None = None) -> None:
