@@ -24,6 +24,7 @@ import litellm  # noqa: E402
 
 from core.errors import DistillError  # noqa: E402
 from clients.api_errors import ApiError, Secret, classify, env_proxy, scrub, split_reasoning, status_error  # noqa: E402
+from clients.replicas import Replicas, split_bases  # noqa: E402
 from clients.types import Generation  # noqa: E402
 
 litellm.suppress_debug_info = True  # else every exception prints a "Give Feedback" banner
@@ -42,6 +43,9 @@ class ApiTeacher:
                  api_key: str | None = None, price_per_mtok: tuple[float, float] | None = None,
                  timeout_s: float = 60, extra_params: dict | None = None) -> None:
         self.name, self.model, self.api_base = name, model, api_base
+        # Several comma-separated base URLs: replicas of one teacher, spread and health-checked.
+        bases = split_bases(api_base)
+        self.replicas = Replicas(bases) if len(bases) > 1 else None
         self.api_key_env = api_key_env
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -142,7 +146,7 @@ class ApiTeacher:
             # limit=0: no pool cap, concurrency is the engine's job (aiohttp's default caps at 100).
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             self._session_loop = asyncio.get_running_loop()
-            self._proxy = env_proxy(self.api_base)
+            self._proxy = env_proxy(split_bases(self.api_base)[0])
         self._session_users += 1
         try:
             yield
@@ -156,8 +160,21 @@ class ApiTeacher:
                         stop: Sequence[str] | None = None, seed: int | None = None) -> Generation:
         """One call; raises ApiError (classified, scrubbed) on any failure."""
         msgs = self.messages(messages) if isinstance(messages, str) else messages
+        if self.replicas is None:
+            return await self._agenerate(msgs, self.api_base, max_new_tokens, temperature, stop, seed)
+        async with self.replicas.call() as replica:
+            try:
+                gen = await self._agenerate(msgs, replica.url, max_new_tokens, temperature, stop, seed)
+            except ApiError as err:
+                self.replicas.done(replica, err.kind)
+                raise
+            self.replicas.done(replica, None)
+            return gen
+
+    async def _agenerate(self, msgs: list[dict], base: str | None, max_new_tokens: int, temperature: float,
+                         stop: Sequence[str] | None, seed: int | None) -> Generation:
         if self.direct:
-            return await self._direct(msgs, max_new_tokens, temperature, stop, seed)
+            return await self._direct(msgs, base, max_new_tokens, temperature, stop, seed)
         kwargs: dict[str, Any] = dict(self.extra_params)
         kwargs.update(model=self.model, messages=msgs, max_tokens=max_new_tokens, temperature=temperature,
                       timeout=self.timeout_s, num_retries=0, max_retries=0,
@@ -167,8 +184,8 @@ class ApiTeacher:
             kwargs["stop"] = list(stop)[:4]  # OpenAI accepts at most four stop strings
         if seed is not None:
             kwargs["seed"] = seed
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
+        if base:
+            kwargs["api_base"] = base
         # litellm falls back to OPENAI_API_KEY for any openai/ model: a custom api_base gets a placeholder instead.
         kwargs["api_key"] = self._key.get() or ("none" if self.api_base else None)
         if kwargs["api_key"] is None:
@@ -181,7 +198,7 @@ class ApiTeacher:
         except Exception as exc:
             raise classify(exc, self.secret()) from None
 
-    async def _direct(self, msgs: list[dict], max_new_tokens: int, temperature: float,
+    async def _direct(self, msgs: list[dict], base: str, max_new_tokens: int, temperature: float,
                       stop: Sequence[str] | None, seed: int | None) -> Generation:
         """POST <api_base>/chat/completions ourselves, with the body litellm would send.
 
@@ -202,9 +219,9 @@ class ApiTeacher:
         headers = {"Authorization": f"Bearer {secret}"} if secret else None
         shared = self._session if self._session_loop is asyncio.get_running_loop() else None
         session = shared or aiohttp.ClientSession()
-        proxy = self._proxy if shared else env_proxy(self.api_base)
+        proxy = self._proxy if shared and self.replicas is None else env_proxy(base)
         try:
-            async with session.post(self.api_base.rstrip("/") + "/chat/completions", json=body, headers=headers,
+            async with session.post(base.rstrip("/") + "/chat/completions", json=body, headers=headers,
                                     proxy=proxy, timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as resp:
                 raw = await resp.read()
                 if resp.status != 200:

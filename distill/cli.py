@@ -214,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=integer(1), default=16)
     p.add_argument("--seed", type=int, default=0)
     api = p.add_argument_group("API teachers (--teacher api:<litellm model>)")
-    api.add_argument("--api-base", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    api.add_argument("--api-base", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; several "
+                     "comma-separated: replicas of one teacher, calls spread, a failing one taken out")
     api.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     api.add_argument("--price", help="INPUT,OUTPUT USD per million tokens (self-hosted or unknown models)")
     api.add_argument("--max-concurrency", type=integer(1), help="in-flight requests (adapts down on 429)")

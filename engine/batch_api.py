@@ -64,6 +64,8 @@ def _client(teacher: ApiTeacher) -> openai.AsyncOpenAI:
     if provider != "openai":
         raise DistillError(f"teacher {teacher.name}: batch mode needs an OpenAI-compatible teacher "
                            f"(api:openai/<model>, optionally with --api-base), not provider {provider!r}")
+    if teacher.replicas is not None:  # a batch lives on one server: its id means nothing to the others
+        raise DistillError(f"teacher {teacher.name}: --batch takes one --api-base, not a list of replicas")
     key = teacher.secret() or ("none" if teacher.api_base else None)  # local servers need no key
     if key is None:
         raise DistillError(f"teacher {teacher.name}: no API key; set {teacher.api_key_env or 'OPENAI_API_KEY'}")
