@@ -149,3 +149,30 @@ def test_distill_synth_on_a_local_ray_cluster_equals_one_process_also_after_a_wo
     finally:
         ray.shutdown()
     assert stores["ray"] == stores["single"] and len(stores["single"][1]) > 0
+
+
+def test_a_slurm_array_runs_the_shards_and_a_rerun_ingests_them(tmp_path, rows, single, capfd):
+    """No Slurm here: each array task of the generated sbatch script is run as Slurm would run it
+    (bash, SLURM_ARRAY_TASK_ID set), then the same command again ingests."""
+    import re
+    import subprocess
+
+    from distill.cli import main
+
+    with start_server("echo") as server:
+        path = tmp_path / "s.duckdb"
+        with _store(path, rows):
+            pass
+        args = ["synth", "--store", str(path), "--pool", "yesno", "--teacher", "api:openai/echo", "--api-base",
+                server.url, "--samples", "2", "--max-new-tokens", "8", "--examples", "0", "--workers", "2",
+                "--executor", "slurm"]
+        assert main(args) == 3
+        err = capfd.readouterr().err.strip().splitlines()[-1]
+        script = re.search(r"sbatch (\S+)`", err).group(1)
+        assert "2 of 2 shard(s) have not run" in err and server.stats["requests"] == 0
+        for task in range(2):
+            subprocess.run(["bash", script], env=dict(os.environ, SLURM_ARRAY_TASK_ID=str(task)), check=True,
+                           capture_output=True, timeout=300)
+        assert main(args) == 0 and server.stats["repeated"] == 0
+    with Store(path, read_only=True) as store:
+        assert store.count("samples") == store.count("requests", "status = 'done'") == len(single[1])
