@@ -1,22 +1,29 @@
-"""Helpers of bench/train_throughput.py: models, varlen attention, synthetic data, one timed TRL run.
+"""Helpers of bench/train_throughput.py: models on disk, synthetic data, one timed run per arm.
 
-Nothing here downloads anything: the models are random-init from configs written below, the
-tokenizer is clients.tiny's in-memory BPE (it only supplies pad/eos ids and tokenizes the DPO and
-on-policy text; SFT data is pre-tokenized ids over the model's own vocabulary).
+The arms run the product's own code: "ours" is `train.fast.resolve_speed("fast")` loaded and
+configured by train/fast.py (load_student, load_frozen, trainer_arguments, sft_arguments), with
+train/varlen.py's attention and, on-policy, train/fast_decode.py's sampling, wired as
+train/sft.py, train/dpo.py and train/onpolicy.py wire them; logit KD is train/logit_kd.py's
+forward (decoder, then train/kd_losses.py's chunked kd_loss) and optimizer step. "plain TRL" is
+TRL 1.16's defaults: `trainer_arguments(resolve_speed("plain")) == {}` and the model passed as a
+path for TRL to load, as the product's `--speed plain` does. The bench keeps no copy of either.
+
+Nothing here downloads anything: the models are random-init from configs written below, saved once
+per run to a temporary directory so that both arms load them the way the product loads a student;
+the tokenizer is clients.tiny's in-memory BPE (it only supplies pad/eos ids and tokenizes the DPO
+and on-policy text; SFT and logit-KD data are pre-tokenized ids over the model's own vocabulary).
 """
 from __future__ import annotations
 
 import gc
-import inspect
-import tempfile
+import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import (
-    AttentionInterface,
     AutoModelForCausalLM,
     Gemma3TextConfig,
     LlamaConfig,
@@ -24,17 +31,20 @@ from transformers import (
     TrainerCallback,
 )
 
-try:  # PyTorch's own FlashAttention-2 varlen op (CUDA); imported here, not inside the compiled region
-    from torch.nn.attention.varlen import varlen_attn
-except ImportError:
-    varlen_attn = None
-# torch 2.11's varlen_attn has no enable_gqa (2.13 has): there the kv heads are expanded before the call.
-VARLEN_GQA = varlen_attn is not None and "enable_gqa" in inspect.signature(varlen_attn).parameters
+from train.fast import (
+    Speed,
+    apply_globals,
+    compile_layers,
+    load_frozen,
+    load_student,
+    sft_arguments,
+    trainer_arguments,
+)
+from train.fast_decode import PROMPT_BUCKET, static_decode_class, use_static_cache
+from train.kd_step import KDSettings, kd_accelerator, kd_student, kd_train_step
+from train.varlen import PACKED_MAX_LEN  # the varlen kernel's max length, set by train.fast.sft_arguments
 
-VARLEN = "bench_varlen"  # our attention implementation, registered below
-# Upper bound on a packed document's length (SFTConfig.max_length), passed to the kernel as max_seqlen: a
-# constant, so torch.compile never specialises on (and recompiles for) the batch's longest document.
-PACKED_MAX_LEN: list[int | None] = [None]
+KD_K = KDSettings().k  # the product's default top-k
 
 
 # ---------------------------------------------------------------- models
@@ -65,168 +75,31 @@ def model_config(name: str, smoke: bool):
     raise ValueError(f"unknown model {name}")
 
 
-def build_model(name: str, smoke: bool, attn: str, seed: int):
-    """Same seed, same weights: every arm starts from the identical fp32 initialisation."""
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(model_config(name, smoke), attn_implementation=attn,
-                                            dtype=torch.float32)
+def save_models(name: str, smoke: bool, seed: int, root: Path, teacher: bool) -> dict[str, str]:
+    """The student (seed) and, for on-policy, a same-architecture teacher (seed + 1), random-init in fp32 and
+    saved as checkpoints: every arm then loads identical weights the way the product loads a model."""
+    dirs = {}
+    for role, s in [("student", seed)] + ([("teacher", seed + 1)] if teacher else []):
+        path = root / f"{name}-{role}"
+        if not path.exists():
+            torch.manual_seed(s)
+            model = AutoModelForCausalLM.from_config(model_config(name, smoke), dtype=torch.float32)
+            model.save_pretrained(path)
+            del model
+        dirs[role] = str(path)
+    gc.collect()
+    return dirs
 
 
 def n_params(model) -> int:
     return sum(p.numel() for p in model.parameters())  # tied embeddings counted once (= the LM head matmul)
 
 
-def compile_layers(model) -> None:
-    """Regional torch.compile of the decoder layers (norms, RoPE, MLP fused); shapes vary per batch."""
-    for attr in ("recompile_limit", "cache_size_limit"):
-        if hasattr(torch._dynamo.config, attr):
-            setattr(torch._dynamo.config, attr, 64)
-    for layer in model.model.layers:
-        layer.compile()
-
-
-# ---------------------------------------------------------------- varlen attention
-def _segments(q, k, v, cu, window):
-    """Per document: (start, end, q, k, v as (H, L, D) with kv heads expanded, causal/window mask)."""
-    rep = q.shape[1] // k.shape[1]
-    bounds = cu.tolist()
-    for s, e in zip(bounds[:-1], bounds[1:]):
-        if e > s:
-            qs, ks, vs = (x[s:e].transpose(0, 1) for x in (q, k, v))
-            i = torch.arange(e - s, device=q.device)
-            mask = i[None, :] <= i[:, None]
-            if window:
-                mask &= (i[:, None] - i[None, :]) < window  # transformers' sliding_window_overlay
-            yield s, e, qs, ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0), mask
-
-
-def reference_varlen(q, k, v, cu, scale, window):
-    """Per-document causal (sliding-window) attention, (T, H, D) -> (T, Hq, D): the CPU path and the oracle."""
-    return torch.cat([F.scaled_dot_product_attention(qs, ks, vs, attn_mask=m, scale=scale).transpose(0, 1)
-                      for _, _, qs, ks, vs, m in _segments(q, k, v, cu, window)])
-
-
-def reference_varlen_backward(g, q, k, v, cu, scale, window):
-    """Gradients of reference_varlen (softmax attention backward written out, kv-head grads summed)."""
-    dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-    hkv, d = k.shape[1], q.shape[-1]
-    for s, e, qs, ks, vs, m in _segments(q, k, v, cu, window):
-        p = torch.softmax((qs @ ks.transpose(1, 2) * scale).masked_fill(~m, float("-inf")), -1)
-        gs = g[s:e].transpose(0, 1)
-        dp = gs @ vs.transpose(1, 2)
-        ds = p * (dp - (dp * p).sum(-1, keepdim=True)) * scale
-        dq[s:e] = (ds @ ks).transpose(0, 1)
-        dk[s:e] = (ds.transpose(1, 2) @ qs).view(hkv, -1, e - s, d).sum(1).transpose(0, 1)
-        dv[s:e] = (p.transpose(1, 2) @ gs).view(hkv, -1, e - s, d).sum(1).transpose(0, 1)
-    return dq, dk, dv
-
-
-# CPU stand-in with the CUDA op's signature: an opaque custom op taking (cu, max_len), so torch.compile sees the
-# same graph and the same dynamic shapes on a CPU check as on the GPU.
-@torch.library.custom_op("bench::varlen_ref", mutates_args=())
-def _varlen_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor, max_len: int,
-                scale: float, window: int) -> torch.Tensor:
-    return reference_varlen(q, k, v, cu, scale, window)
-
-
-@torch.library.custom_op("bench::varlen_ref_bwd", mutates_args=())
-def _varlen_ref_bwd(g: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
-                    max_len: int, scale: float, window: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference_varlen_backward(g, q, k, v, cu, scale, window)
-
-
-_varlen_ref.register_fake(lambda q, k, v, cu, max_len, scale, window: torch.empty_like(q))
-_varlen_ref_bwd.register_fake(lambda g, q, k, v, *a: (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)))
-
-
-def _ref_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:4])
-    ctx.rest = inputs[4:]
-
-
-_varlen_ref.register_autograd(
-    lambda ctx, g: (*_varlen_ref_bwd(g.contiguous(), *ctx.saved_tensors, *ctx.rest), None, None, None, None),
-    setup_context=_ref_setup)
-
-
-def varlen_kernel(q, k, v, cu, max_len, scale, window):
-    """(T, H, D) packed documents -> (T, Hq, D). CUDA: PyTorch's built-in FlashAttention-2 varlen op."""
-    if not q.is_cuda:
-        return _varlen_ref(q, k, v, cu, max_len, scale if scale is not None else q.shape[-1] ** -0.5, window or 0)
-    # Under autocast v comes straight from a Linear (autocast dtype) while RoPE promotes q and k to fp32.
-    dtype = v.dtype if v.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
-    # FA windows are inclusive: (W - 1, 0) = the token itself and W - 1 before it, as transformers' mask.
-    win = (window - 1, 0) if window else (-1, 0)
-    gqa = q.shape[1] != k.shape[1]
-    if gqa and not VARLEN_GQA:
-        k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
-    extra = {"enable_gqa": gqa} if VARLEN_GQA else {}
-    return varlen_attn(q.to(dtype), k.to(dtype), v.to(dtype), cu, cu, max_len, max_len, scale=scale,
-                       window_size=win, **extra)
-
-
-def varlen_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
-                             sliding_window=None, softcap=None, **kwargs):
-    """transformers attention interface. Padding-free batches (TRL's collator) pass `cu_seq_lens_q`; a padded
-    (B, S) batch is taken as B sequences of S: exact for right padding under a causal mask (real tokens never
-    see the pads after them), which is what TRL's SFT and DPO collators produce. Not for left-padded generation."""
-    if softcap is not None or (dropout and module.training) or not getattr(module, "is_causal", True):
-        raise NotImplementedError(f"{VARLEN}: softcap, dropout and non-causal attention are not supported")
-    b, hq, s, _ = query.shape
-    cu, max_len = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
-    if cu is None or b != 1:
-        cu = torch.arange(0, (b + 1) * s, s, dtype=torch.int32, device=query.device)
-        max_len = s
-    elif PACKED_MAX_LEN[0]:
-        max_len = PACKED_MAX_LEN[0]  # >= every document (packing truncates to it); only sizes the kernel grid
-    q, k, v = (x.transpose(1, 2).reshape(b * s, x.shape[1], x.shape[3]) for x in (query, key, value))
-    if isinstance(max_len, torch.Tensor):
-        max_len = int(max_len)
-    out = varlen_kernel(q, k, v, cu.to(torch.int32), max_len, scaling, sliding_window)
-    return out.view(b, s, hq, out.shape[-1]), None
-
-
-AttentionInterface.register(VARLEN, varlen_attention_forward)
-
-
-def probe_varlen(cfg, device: str = "cuda") -> str | None:
-    """Check the varlen kernel (fwd + bwd, GQA, window) against the fp32 reference; None = usable."""
-    if device == "cuda" and not torch.cuda.is_available():
-        return None
-    if device == "cuda" and varlen_attn is None:
-        return f"torch {torch.__version__} has no torch.nn.attention.varlen"
-    try:
-        hq, hkv = cfg.num_attention_heads, cfg.num_key_value_heads
-        d = getattr(cfg, "head_dim", None) or cfg.hidden_size // hq
-        windows = [None] + ([cfg.sliding_window] if "sliding_attention" in (getattr(cfg, "layer_types", None) or [])
-                            else [])
-        lens = [700, 300, 1024, 24]
-        cu = torch.tensor(np.concatenate([[0], np.cumsum(lens)]), dtype=torch.int32, device=device)
-        gen = torch.Generator(device=device).manual_seed(0)
-        for window in windows:
-            # q and k at 2x: peaked attention, so a wrong mask or window shows as an O(1) error
-            x = [(torch.randn(sum(lens), h, d, device=device, generator=gen) * c).to(torch.bfloat16).requires_grad_()
-                 for h, c in ((hq, 2.0), (hkv, 2.0), (hkv, 1.0))]
-            xf = [t.detach().float().requires_grad_() for t in x]
-            out = varlen_kernel(*x, cu, max(lens), d ** -0.5, window)
-            ref = reference_varlen(*xf, cu, d ** -0.5, window)
-            g = torch.randn_like(ref)
-            grads = torch.autograd.grad((out.float() * g).sum(), x)
-            rgrads = torch.autograd.grad((ref * g).sum(), xf)
-            for name, a, r in [("out", out, ref)] + list(zip(("dq", "dk", "dv"), grads, rgrads)):
-                err = (a.float() - r).abs().max().item() / max(r.abs().max().item(), 1e-6)
-                if not err < 0.1:  # bf16 noise is ~1%; a wrong mask or window is O(1)
-                    return f"{name} relative error {err:.3g} (window {window})"
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure means: fall back
-        return f"{type(exc).__name__}: {exc}"
-
-
 # ---------------------------------------------------------------- synthetic data
 @dataclass
 class Scale:
     max_length: int
-    sft_batch: int  # packed rows of max_length per step, plain TRL
+    sft_batch: int  # packed rows of max_length per step (both arms)
     doc_median: int
     doc_min: int
     dpo_batch: int
@@ -235,10 +108,11 @@ class Scale:
     onpolicy_batch: int
     prompt_median: int
     max_new_tokens: int
+    kd_batch: int  # logit KD: right-padded documents per step (train/logit_kd.py does not pack)
 
 
-GPU_SCALE = Scale(1024, 16, 300, 50, 8, 150, 200, 16, 100, 128)
-SMOKE_SCALE = Scale(256, 4, 80, 20, 2, 40, 40, 2, 16, 8)
+GPU_SCALE = Scale(1024, 16, 300, 50, 8, 150, 200, 16, 100, 128, 16)
+SMOKE_SCALE = Scale(256, 4, 80, 20, 2, 40, 40, 2, 16, 8, 4)
 
 
 def _lengths(rng, median, lo, hi, n):
@@ -292,16 +166,49 @@ def prompts(n: int, tokenizer, scale: Scale, seed: int) -> dict[str, list[str]]:
     return {"prompt": [_text(rng, words, m) for m in lens]}
 
 
+def kd_examples(docs: list[list[int]], vocab: int, seed: int) -> list[dict]:
+    """train/logit_kd.py's examples over the SFT documents: the first token is the prompt, every later token a
+    target with synthetic top-k teacher log-probs (the true next token plus 19 other distinct ids, 95% of the mass)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for doc in docs:
+        nxt = np.asarray(doc[1:], dtype=np.int64)
+        n = len(nxt)
+        offsets = 1 + rng.integers(0, vocab - KD_K - 1, (n, 1)) + np.arange(KD_K - 1)  # distinct, never 0 mod vocab
+        ids = np.concatenate([nxt[:, None], (nxt[:, None] + offsets) % vocab], 1).astype(np.int32)
+        logits = rng.normal(0, 2, (n, KD_K))
+        logits[:, 0] += 2  # the teacher mostly agrees with the data
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        values = np.log(0.95 * p / p.sum(1, keepdims=True)).astype(np.float32)
+        out.append({"input_ids": list(doc), "n_prompt": 1, "t_ids": ids, "t_values": values})
+    return out
+
+
 # ---------------------------------------------------------------- one timed run
 @dataclass
 class Arm:
+    """One arm: a name and the train.fast.Speed it trains with (plain: resolve_speed("plain"))."""
     name: str
-    attn: str = "sdpa"
-    checkpointing: bool | None = None  # None: TRL's default (on)
-    compile: bool = False
-    liger: bool = False
-    tf32: bool = False
-    batch: int | None = None  # None: the task's plain batch
+    speed: Speed
+    batch: int | None = None  # None: the task's batch
+    fallback: str = ""  # what a failed first attempt changed in the Speed
+    extra_args: dict = field(default_factory=dict)  # plain on the CPU smoke: bf16=False (TRL would autocast)
+    compile_options: dict = field(default_factory=dict)  # the CPU smoke: backend="eager" (inductor: minutes per arm)
+
+
+def _student(arm: Arm, path: str, **kwargs):
+    """train.fast.load_student; with compile_options, its compile_layers step is done here with those options."""
+    if arm.compile_options and arm.speed.compile_layers and kwargs.get("compile_model", True):
+        return compile_layers(load_student(path, arm.speed, **dict(kwargs, compile_model=False)), **arm.compile_options)
+    return load_student(path, arm.speed, **kwargs)
+
+
+def _frozen(arm: Arm, path: str, **kwargs):
+    """train.fast.load_frozen; with compile_options, as _student."""
+    if arm.compile_options and arm.speed.compile_layers:
+        model = load_frozen(path, replace(arm.speed, compile_layers=False), **kwargs)
+        return compile_layers(model, **arm.compile_options)
+    return load_frozen(path, arm.speed, **kwargs)
 
 
 def sync() -> None:
@@ -349,98 +256,137 @@ def traced(cls):
     return Traced
 
 
-def train_args(arm: Arm, batch: int, steps: int, lr: float, seed: int, out_dir: str) -> dict:
-    """TrainingArguments common to every trainer; plain TRL keeps TRL's defaults (checkpointing on)."""
-    kw = dict(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
-              lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, steps), seed=seed,
-              bf16=torch.cuda.is_available(), logging_steps=10, save_strategy="no", report_to="none",
-              disable_tqdm=True, dataloader_num_workers=0, use_liger_kernel=arm.liger)
-    if arm.checkpointing is not None:
-        kw["activation_checkpointing"] = arm.checkpointing
-    return kw
+def workload_args(batch: int, steps: int, lr: float, seed: int, out_dir: str) -> dict:
+    """The run's shape, identical in both arms; the speed settings come from train.fast (plain: none)."""
+    return dict(output_dir=out_dir, max_steps=steps, per_device_train_batch_size=batch, learning_rate=lr,
+                lr_scheduler_type="constant_with_warmup", warmup_steps=min(5, steps), seed=seed,
+                logging_steps=10, save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0)
 
 
-def run_arm(task: str, arm: Arm, model_name: str, smoke: bool, data: dict, tokenizer, scale: Scale,
-            warmup: int, steps: int, lr: float, seed: int) -> dict:
+def _trl_trainer(task: str, arm: Arm, dirs: dict, dataset, tokenizer, scale: Scale, args: dict):
+    """The TRL trainer of `task` built as train/sft.py, train/dpo.py and train/onpolicy.py build theirs."""
+    speed, plain = arm.speed, arm.speed.name == "plain"
+    args = dict(args, **trainer_arguments(speed), **arm.extra_args)
+    if task == "sft":
+        from trl import SFTConfig, SFTTrainer
+
+        # Packing (bfd, padding-free) into batch x max_length is the workload of both arms, as in the issue;
+        # ours gets it from train.fast.sft_arguments (which also sets the varlen kernel's PACKED_MAX_LEN).
+        cfg = SFTConfig(**args, max_length=scale.max_length,
+                        **{"packing": True, "packing_strategy": "bfd", **sft_arguments(speed, scale.max_length)})
+        model = dirs["student"] if plain else _student(arm, dirs["student"])
+        return traced(SFTTrainer)(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    if task == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        cfg = DPOConfig(**args, max_length=scale.max_length)
+        # Plain: TRL loads the policy and builds its own reference. Ours: train/dpo.py's frozen reference.
+        ref = None if plain else _frozen(arm, dirs["student"])
+        model = dirs["student"] if plain else _student(arm, dirs["student"])
+        return traced(DPOTrainer)(model=model, ref_model=ref, args=cfg, train_dataset=dataset,
+                                  processing_class=tokenizer)
+    from trl import DistillationConfig, DistillationTrainer
+
+    static = speed.static_decode and not plain
+    cfg = DistillationConfig(**args, max_completion_length=scale.max_new_tokens,
+                             teacher_model_init_kwargs={"dtype": "float32"} if plain else None,
+                             **({"pad_to_multiple_of": PROMPT_BUCKET} if static else {}))
+    # train/onpolicy.py: the student samples left-padded, so sdpa and uncompiled (transformers compiles the
+    # static-cache decode step); the frozen teacher is bf16 with compiled layers on the fast path.
+    model = dirs["student"] if plain else _student(arm, dirs["student"], attention="sdpa", compile_model=False)
+    teacher = dirs["teacher"] if plain else _frozen(arm, dirs["teacher"], attention="sdpa")
+    cls = static_decode_class(DistillationTrainer) if static else DistillationTrainer
+    trainer = traced(cls)(model=model, teacher_model=teacher, args=cfg, train_dataset=dataset,
+                          processing_class=tokenizer)
+    if static:
+        use_static_cache(trainer, compile_decode=speed.cuda)
+    return trainer
+
+
+def _kd_run(arm: Arm, dirs: dict, examples: list[dict], batch: int, total_steps: int, lr: float, seed: int):
+    """train/logit_kd.py's loop, one process, no accumulation: load_student (varlen over right-padded rows,
+    compiled layers, TF32 on the fast path), accelerate with bf16 mixed precision when the Speed says bf16,
+    the decoder's hidden states at the target positions into the chunked kd_loss, clip 1.0, AdamW."""
+    speed = arm.speed
+    torch.manual_seed(seed)
+    student = _student(arm, dirs["student"])
+    settings = KDSettings(batch_size=batch, learning_rate=lr, seed=seed, mixed_precision="bf16" if speed.bf16 else "no")
+    accelerator = kd_accelerator(settings, speed)
+    kd = kd_student(student, settings).train()  # train/logit_kd.py's module, step and normalisation
+    optimizer = torch.optim.AdamW(kd.parameters(), lr=lr)
+    kd, optimizer = accelerator.prepare(kd, optimizer)
+    order, rng = [], random.Random(seed)
+    losses, tokens, marks = [], [], []
+    sync()
+    begin = time.perf_counter()
+    for _ in range(total_steps):
+        while len(order) < batch:
+            order += rng.sample(range(len(examples)), len(examples))
+        rows = [examples[i] for i in order[:batch]]
+        del order[:batch]
+        losses.append(kd_train_step(accelerator, kd, optimizer, [rows]))
+        tokens.append(sum(len(e["input_ids"]) for e in rows))
+        sync()
+        marks.append(time.perf_counter())
+    info = dict(params=n_params(student), attn=student.config._attn_implementation, checkpointing=False)
+    accelerator.free_memory()
+    del kd, optimizer, student, accelerator
+    return info, losses, tokens, begin, marks
+
+
+def run_arm(task: str, arm: Arm, dirs: dict, data, tokenizer, scale: Scale, warmup: int, steps: int,
+            lr: float, seed: int) -> dict:
     """Train one arm for warmup + steps optimizer steps; time the last `steps`."""
+    import tempfile
+
     from datasets import Dataset
 
-    torch.set_float32_matmul_precision("high" if arm.tf32 else "highest")
     cuda = torch.cuda.is_available()
     torch._dynamo.reset()  # no compiled graph or recompile budget carries over between arms
     if cuda:
         torch.cuda.empty_cache()
-    PACKED_MAX_LEN[0] = scale.max_length if task == "sft" else None
-    model = build_model(model_name, smoke, arm.attn, seed)
-    params = n_params(model)
-    dataset = Dataset.from_dict(data)
-    with tempfile.TemporaryDirectory() as out_dir:
-        if task == "sft":
-            from trl import SFTConfig, SFTTrainer
-
-            batch = arm.batch or scale.sft_batch
-            # packing_strategy "bfd" (TRL's default) makes TRL padding-free in both arms: one flattened row with
-            # position_ids and cu_seq_lens. Under sdpa, transformers turns that into a (T x T) block mask.
-            cfg = SFTConfig(**train_args(arm, batch, warmup + steps, lr, seed, out_dir), packing=True,
-                            packing_strategy="bfd", max_length=scale.max_length)
-            if arm.compile:
-                compile_layers(model)
-            trainer = traced(SFTTrainer)(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
-        elif task == "dpo":
-            from trl import DPOConfig, DPOTrainer
-
-            batch = arm.batch or scale.dpo_batch
-            ref = build_model(model_name, smoke, arm.attn, seed).eval().requires_grad_(False)
-            if arm.compile:
-                compile_layers(model)
-                compile_layers(ref)
-            cfg = DPOConfig(**train_args(arm, batch, warmup + steps, lr, seed, out_dir), max_length=scale.max_length)
-            trainer = traced(DPOTrainer)(model=model, ref_model=ref, args=cfg, train_dataset=dataset,
-                                         processing_class=tokenizer)
-        else:
-            from trl import DistillationConfig, DistillationTrainer
-
-            batch = arm.batch or scale.onpolicy_batch
-            teacher = build_model(model_name, smoke, arm.attn, seed + 1).eval().requires_grad_(False)
-            base = DistillationTrainer
-            if arm.compile:
-                compile_layers(model)
-                compile_layers(teacher)
-
-                class EagerGeneration(DistillationTrainer):  # decoding with a growing KV cache stays eager
-                    def _generate_single_turn(self, *a, **k):
-                        with torch.compiler.set_stance("force_eager"):
-                            return super()._generate_single_turn(*a, **k)
-
-                base = EagerGeneration
-            cfg = DistillationConfig(**train_args(arm, batch, warmup + steps, lr, seed, out_dir),
-                                     max_completion_length=scale.max_new_tokens)
-            trainer = traced(base)(model=model, teacher_model=teacher, args=cfg, train_dataset=dataset,
-                                   processing_class=tokenizer)
-        trainer.bench_tokens, trainer.bench_losses = [], []
-        trainer.remove_callback(PrinterCallback)  # the log dicts would litter stdout
-        clock = Clock()
-        trainer.add_callback(clock)
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        trainer.train()
-        sync()
+        torch.cuda.reset_peak_memory_stats()
+    PACKED_MAX_LEN[0] = None  # train.fast.sft_arguments sets it for ours SFT
+    apply_globals(arm.speed)  # TF32 off for plain: an earlier ours arm must not speed up the baseline
+    batch = arm.batch or {"sft": scale.sft_batch, "dpo": scale.dpo_batch, "onpolicy": scale.onpolicy_batch,
+                          "logit_kd": scale.kd_batch}[task]
+    if task == "logit_kd":
+        info, losses, tokens, begin, marks = _kd_run(arm, dirs, data, batch, warmup + steps, lr, seed)
+        checkpointing = False
+    else:
+        with tempfile.TemporaryDirectory() as out_dir:
+            trainer = _trl_trainer(task, arm, dirs, Dataset.from_dict(data), tokenizer, scale,
+                                   workload_args(batch, warmup + steps, lr, seed, out_dir))
+            trainer.bench_tokens, trainer.bench_losses = [], []
+            trainer.remove_callback(PrinterCallback)  # the log dicts would litter stdout
+            clock = Clock()
+            trainer.add_callback(clock)
+            trainer.train()
+            sync()
+        info = dict(params=n_params(trainer.model), attn=trainer.model.config._attn_implementation)
+        checkpointing = bool(trainer.args.activation_checkpointing)
+        losses, tokens, begin, marks = trainer.bench_losses, trainer.bench_tokens, clock.begin, clock.marks
+        del trainer
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
-    marks = clock.marks
     if len(marks) != warmup + steps:
         raise RuntimeError(f"{len(marks)} optimizer steps ran, expected {warmup + steps}")
     seconds = marks[-1] - marks[warmup - 1]
-    tokens = [None if t is None else int(t) for t in trainer.bench_tokens]
-    step_s = np.diff([clock.begin] + marks).tolist()
-    result = dict(arm=arm.name, attn=arm.attn, checkpointing=bool(cfg.activation_checkpointing),
-                  compile=arm.compile, liger=arm.liger, tf32=arm.tf32, batch=batch, params=params,
-                  warmup_steps=warmup, timed_steps=steps, seconds=seconds, warmup_seconds=marks[warmup - 1] - clock.begin,
-                  median_step_s=float(np.median(step_s[warmup:])), step_seconds=step_s, peak_mem_gib=peak,
-                  losses=[float(x) for x in trainer.bench_losses], step_tokens=tokens,
+    tokens = [None if t is None else int(t) for t in tokens]
+    step_s = np.diff([begin] + marks).tolist()
+    plain = arm.speed.name == "plain"
+    result = dict(arm=arm.name, speed=arm.speed.as_dict(), attn=info["attn"], checkpointing=checkpointing,
+                  compile=arm.speed.compile_layers and not plain, liger=arm.speed.liger and not plain,
+                  static_decode=task == "onpolicy" and arm.speed.static_decode and not plain, batch=batch,
+                  params=info["params"], warmup_steps=warmup, timed_steps=steps, seconds=seconds,
+                  warmup_seconds=marks[warmup - 1] - begin, median_step_s=float(np.median(step_s[warmup:])),
+                  step_seconds=step_s, peak_mem_gib=peak, losses=[float(x) for x in losses], step_tokens=tokens,
                   items_per_s=batch * steps / seconds)
+    if arm.fallback:
+        result["fallback"] = arm.fallback
+    if result["compile"]:
+        result["compile_backend"] = arm.compile_options.get("backend", "inductor")
     if all(t is not None for t in tokens):
         result["tokens_per_s"] = sum(tokens[warmup:]) / seconds
-    del trainer, model
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()

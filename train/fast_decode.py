@@ -4,9 +4,11 @@ An on-policy step is decode-bound: the student samples `max_new_tokens` tokens o
 and TRL's DistillationTrainer does it with a growing (dynamic) KV cache in fp32, eager, with
 compilation switched off (`GenerationConfig(disable_compile=True)`). transformers already has
 the fast path: a StaticCache (fixed shapes) makes `generate` compile the one-token forward
-(CUDA graphs, mode "reduce-overhead"). Here we only switch it on, bucket prompt lengths so the
-cache and the graph are reused across batches, and sample under bf16 autocast. The teacher's
-scoring of the samples is already one batched forward in TRL's loss.
+(CUDA graphs, mode "reduce-overhead"). Here we only switch it on and bucket prompt lengths so the
+cache and the graph are reused across batches. Sampling stays in the weights' fp32 (TF32
+matmuls on the fast path): under bf16 autocast RoPE hands the cache fp32 keys and bf16 values,
+and StaticCache's index_copy_ refuses the mix. The teacher's scoring of the samples is already
+one batched forward in TRL's loss (its weights in bf16).
 """
 from __future__ import annotations
 
@@ -17,18 +19,18 @@ from typing import Any
 PROMPT_BUCKET = 64
 
 
-def fast_decode_class(base: type) -> type:
-    """`base` (a DistillationTrainer) sampling under bf16 autocast on CUDA; see use_static_cache."""
+def static_decode_class(base: type) -> type:
+    """`base` (a DistillationTrainer) sampling outside autocast: accelerate wraps a bf16 model's forward
+    in autocast, which generation inherits through TRL's unwrapped model (see the module doc)."""
     import torch
 
-    class FastDecodeDistillationTrainer(base):
+    class StaticDecodeDistillationTrainer(base):
         def _generate_single_turn(self, *args: Any, **kwargs: Any):
-            on_cuda = self.accelerator.device.type == "cuda"
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_cuda and bool(self.args.bf16)):
+            with torch.autocast(self.accelerator.device.type, enabled=False):
                 return super()._generate_single_turn(*args, **kwargs)
 
-    FastDecodeDistillationTrainer.__name__ = f"FastDecode{base.__name__}"
-    return FastDecodeDistillationTrainer
+    StaticDecodeDistillationTrainer.__name__ = f"StaticDecode{base.__name__}"
+    return StaticDecodeDistillationTrainer
 
 
 def use_static_cache(trainer: Any, compile_decode: bool) -> None:

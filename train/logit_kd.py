@@ -22,41 +22,18 @@ import math
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
 from store.store import Store
 from core.errors import DistillError
 from train.teacher_pass import encode, load_targets, read_rows, tokenizer_hash, tokens_hash
 from train.cli import add_settings, run_script, settings_from
 from train.common import cached_summary, checkpoint_root, publish, record_summary
-from train.fast import Speed, load_student, resolve_speed
+from train.fast import load_student, resolve_speed
+from train.kd_step import KDSettings, kd_accelerator, kd_student, kd_train_step
 from store.runs import recorded_run
-
-MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
-
-
-@dataclass
-class KDSettings:
-    max_steps: int = 20
-    batch_size: int = 4
-    grad_accum: int = 1
-    learning_rate: float = 5e-5
-    divergence: str = "forward_kl"  # forward_kl | reverse_kl | jsd | skew_kl (top-k targets)
-    beta: float = 0.5
-    alpha: float = 0.1
-    temperature: float = 1.0
-    k: int = 20
-    mode: str = "topk"  # topk | sampled (the teacher pass's mode)
-    max_length: int = 512
-    chunk_size: int = 1024
-    seed: int = 0
-    mixed_precision: str = "auto"  # auto (accelerate launch's choice, else no) | no | bf16 | fp16
-    save_steps: int = 50  # a resumable checkpoint every N steps (0: none); the latest one is kept
-    speed: str = "auto"  # auto | fast | plain | cpu (train/fast.py): fast on CUDA, cpu elsewhere
-
 
 def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, settings: KDSettings) -> list[dict]:
     """Token ids of every export row with its stored teacher targets, checked against each other."""
@@ -76,71 +53,6 @@ def build_examples(store: Store, data: str | Path, teacher: str, tokenizer, sett
         t_ids, t_values = load_targets(t)
         examples.append({"input_ids": ids, "n_prompt": n_prompt, "t_ids": t_ids, "t_values": t_values})
     return examples
-
-
-def _kd_student(model, settings: KDSettings):
-    """`model` wrapped so that its forward returns one micro-batch's (summed KD loss, target tokens).
-
-    The chunked loss reads the LM head's weight directly; running it inside the forward of the
-    module given to `accelerator.prepare` keeps every parameter use within that forward, where
-    DDP syncs and FSDP / DeepSpeed ZeRO-3 gather parameters.
-    """
-    import torch
-
-    from train.kd_losses import kd_loss, sampled_kd_loss
-
-    class KDStudent(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.student = model
-
-        def forward(self, input_ids, attention_mask, rows, cols, t_ids, t_values):
-            hidden = self.student.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            h = hidden[rows, cols]
-            head = self.student.get_output_embeddings()
-            if settings.mode == "sampled":
-                return sampled_kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias,
-                                       temperature=settings.temperature, chunk_size=settings.chunk_size)
-            return kd_loss(h, head.weight, t_ids, t_values, lm_head_bias=head.bias, divergence=settings.divergence,
-                           beta=settings.beta, alpha=settings.alpha, temperature=settings.temperature,
-                           chunk_size=settings.chunk_size)
-
-    return KDStudent()
-
-
-def _inputs(batch: list[dict], device) -> dict:
-    """The padded token ids of a micro-batch and its targets, as KDStudent.forward takes them."""
-    import torch
-
-    width = max(len(e["input_ids"]) for e in batch)
-    input_ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
-    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch])
-    # Hidden state at position t predicts token t + 1: the completion positions of each row, in order.
-    rows = torch.cat([torch.full((len(e["input_ids"]) - e["n_prompt"],), i) for i, e in enumerate(batch)])
-    cols = torch.cat([torch.arange(e["n_prompt"] - 1, len(e["input_ids"]) - 1) for e in batch])
-    t_ids = torch.from_numpy(np.concatenate([e["t_ids"] for e in batch]))
-    t_values = torch.from_numpy(np.concatenate([e["t_values"] for e in batch]))
-    tensors = dict(input_ids=input_ids, attention_mask=mask, rows=rows, cols=cols, t_ids=t_ids, t_values=t_values)
-    return {k: v.to(device) for k, v in tensors.items()}
-
-
-def _accelerator(settings: KDSettings, speed: Speed):
-    import os
-
-    from accelerate import Accelerator
-
-    if settings.save_steps < 0:
-        raise DistillError(f"save_steps={settings.save_steps}: use 0 (no checkpoints) or a positive step count")
-    if settings.mixed_precision not in MIXED_PRECISION:
-        raise DistillError(f"unknown mixed_precision {settings.mixed_precision!r}: use {', '.join(MIXED_PRECISION)}")
-    # None: what `accelerate launch` was given (flag or config profile), else "no".
-    mixed = None if settings.mixed_precision == "auto" else settings.mixed_precision
-    if mixed is None and speed.bf16 and "ACCELERATE_MIXED_PRECISION" not in os.environ:
-        mixed = "bf16"  # the fast path's autocast, unless `accelerate launch` chose one
-    try:
-        return Accelerator(gradient_accumulation_steps=settings.grad_accum, mixed_precision=mixed)
-    except ValueError as e:  # e.g. fp16 without a GPU
-        raise DistillError(f"mixed_precision={settings.mixed_precision}: {str(e).splitlines()[0]}") from None
 
 
 def save_checkpoint(accelerator, path: Path, losses: list[float]) -> None:
@@ -188,7 +100,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
     from clients.models import model_path
 
     speed = resolve_speed(settings.speed)
-    accelerator = _accelerator(settings, speed)
+    accelerator = kd_accelerator(settings, speed)
     student_dir = model_path(student)
     tokenizer = AutoTokenizer.from_pretrained(student_dir)
     # The main process may have just written the run's start to the store (recorded_run): wait for it.
@@ -207,11 +119,10 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
         return cached
     torch.manual_seed(settings.seed)
     # The batches are right-padded, which the varlen attention of the fast path takes as B sequences.
-    kd = _kd_student(load_student(str(student_dir), speed), settings).train()
+    kd = kd_student(load_student(str(student_dir), speed), settings).train()
     optimizer = torch.optim.AdamW(kd.parameters(), lr=settings.learning_rate)
     kd, optimizer = accelerator.prepare(kd, optimizer)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    width = settings.batch_size * world  # rows of one micro-batch over all processes
+    width = settings.batch_size * accelerator.num_processes  # rows of one micro-batch over all processes
     checkpoints = checkpoint_root(final_dir)
     start, losses = resume(accelerator, checkpoints)
     order, rng, began = [], random.Random(settings.seed), time.perf_counter()
@@ -228,21 +139,7 @@ def train_logit_kd(store: Store | str | Path, data: str | Path, teacher: str, st
             del order[:width]
         if step < start:
             continue
-        # Normalised by the target tokens of the whole accumulated step on all processes (trl #4719).
-        # accelerator.backward divides by grad_accum and DDP averages over processes: both undone here.
-        total = sum(len(e["input_ids"]) - e["n_prompt"] for b in micro for e in b)
-        scale = settings.grad_accum * world / total
-        step_loss = torch.zeros((), device=accelerator.device)
-        for batch in micro:
-            with accelerator.accumulate(kd):
-                loss_sum, _ = kd(**_inputs(batch[rank::world], accelerator.device))
-                accelerator.backward(loss_sum * scale)
-                step_loss += loss_sum.detach() / total
-                if accelerator.sync_gradients:  # the last micro-batch: clip as TRL's trainers do (1.0)
-                    accelerator.clip_grad_norm_(kd.parameters(), 1.0)
-                optimizer.step()  # a no-op until the last micro-batch of the step
-                optimizer.zero_grad(set_to_none=True)
-        losses.append(accelerator.reduce(step_loss, "sum").item())
+        losses.append(kd_train_step(accelerator, kd, optimizer, micro).item())
         bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if settings.save_steps and (step + 1) % settings.save_steps == 0 and step + 1 < settings.max_steps:

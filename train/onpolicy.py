@@ -50,7 +50,7 @@ from store.runs import Run, is_main_process, recorded_run
 from train.common import fingerprint, cached_summary, checkpoint_root, publish, read_records, record_summary
 from train.cli import add_settings, run_script, settings_from, trainer_parser
 from train.fast import Speed, load_frozen, load_student, resolve_speed, trainer_arguments
-from train.fast_decode import PROMPT_BUCKET, fast_decode_class, use_static_cache
+from train.fast_decode import PROMPT_BUCKET, static_decode_class, use_static_cache
 
 TEACHER_TEMPLATE = ("{prompt}\n\nA verified solution, for reference only:\n{privileged_context}\n\n"
                     "Now answer the question yourself.")
@@ -151,9 +151,9 @@ def _mixed_trainer_class(base):
 
 
 def _trainer_class(base: type, settings: OnPolicySettings, speed: Speed) -> type:
-    """`base` with static-cache sampling on the fast path and GKD's lambda when lmbda < 1."""
+    """`base` sampling with a static cache on the fast path, with GKD's lambda when lmbda < 1."""
     if speed.static_decode:
-        base = fast_decode_class(base)
+        base = static_decode_class(base)
     return _mixed_trainer_class(base) if settings.lmbda < 1.0 else base
 
 
