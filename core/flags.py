@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn
+
+from core.errors import DistillError
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -64,6 +67,13 @@ def _writable(folder: Path) -> bool:
     return os.access(folder, os.W_OK | os.X_OK)
 
 
-def run_config(args: argparse.Namespace) -> dict:
-    """A command's flags as its run's config (recorded_run drops secret-looking ones)."""
-    return {k: v for k, v in vars(args).items() if k != "func"}
+def secret_from_env(env_name: str | None, flag: str) -> str | None:
+    """A key or token from the named environment variable, never from the command line (where `ps`
+    shows it); None when no variable is named. One line naming the fix when it is unset or short."""
+    if env_name is None:
+        return None
+    secret = os.environ.get(env_name, "")
+    if len(secret) < 8:
+        raise DistillError(f"{flag} {env_name}: that environment variable is unset or shorter than 8 "
+                           f"characters; export {env_name}=<a long random value>")
+    return secret

@@ -6,7 +6,8 @@ import json
 import sys
 
 from core.errors import DistillError, RequestsIncomplete
-from core.flags import OneLineParser, integer, number, output_file, run_config
+from core.flags import OneLineParser, integer, number, output_file
+from distill.cli_common import run_config
 from distill import cli_curate
 
 DEFAULT_STORE = "runs/distill.duckdb"
@@ -316,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arguments of serve.cli (--model or --cascade, --port, ...)")
     p.set_defaults(func=cmd_script, script="serve.cli")
 
+    p = _sub(subs, "view", "browse a store in a local, read-only web app: runs, prompts, samples, clusters, pairs, "
+             "evals", "distill view --store runs/s.duckdb --port 8765", add_help=False)  # --help is view.cli's
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of view.cli (--store, --port, --token-env, ...)")
+    p.set_defaults(func=cmd_script, script="view.cli")
+
     p = _sub(subs, "recipe", "run a named recipe end to end (signals: every kind of teacher signal)",
              "distill recipe signals --limit 4 --out runs/signals")
     p.add_argument("name", choices=["signals"])
@@ -335,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
     except SystemExit as stop:  # a bad flag (one error: line, 2) or --help (0): returned like any other exit
         return int(stop.code or 0)
-    if args.command == "serve":  # argparse.REMAINDER cannot start with an option: pass serve's arguments on whole
-        args.rest = argv[argv.index("serve") + 1:]
+    if args.command in ("serve", "view"):  # argparse.REMAINDER cannot start with an option: pass them on whole
+        args.rest = argv[argv.index(args.command) + 1:]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:

@@ -5,7 +5,7 @@ import argparse
 import json
 
 from core.errors import DistillError
-from core.flags import run_config
+from distill.cli_common import run_config
 
 
 def cmd_pairs(args: argparse.Namespace) -> None:

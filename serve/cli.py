@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any, Iterator
 
 from clients.device import DEVICE_ENV, DEVICE_HELP, DTYPE_ENV, check_device_name
 from core.errors import DistillError
-from core.flags import OneLineParser
+from core.flags import OneLineParser, secret_from_env
 from serve import faults as fault_kinds
 from serve.cascade import start_cascade_server
 from serve.server import ServeGuard, start_server
@@ -44,17 +43,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _api_key(env_name: str | None) -> str | None:
-    """The key from the named environment variable: never from the command line, where `ps` shows it."""
-    if env_name is None:
-        return None
-    key = os.environ.get(env_name, "")
-    if len(key) < 8:
-        raise DistillError(f"--api-key-env {env_name}: that environment variable is unset or shorter than 8 "
-                           f"characters; export {env_name}=<a long random key>")
-    return key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         check_device_name(args.device)  # a typo fails before anything loads; CUDA itself is checked at load
-        guard = ServeGuard(api_key=_api_key(args.api_key_env), max_body_mb=args.max_body_mb,
+        guard = ServeGuard(api_key=secret_from_env(args.api_key_env, "--api-key-env"), max_body_mb=args.max_body_mb,
                            max_choices=args.max_choices)
     except DistillError as err:
         print(f"error: {err}", file=sys.stderr)

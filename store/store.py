@@ -4,8 +4,9 @@ Every stage reads from and writes to one DuckDB file. Rows carry their lineage (
 teacher, template hash, params hash) so any sample joins back to its prompt, its teacher
 request and the run that made it. The schema is versioned: MIGRATIONS (store/schema.py)
 is an ordered list of plain functions, and the ones already applied are recorded in
-`schema_migrations`. Queries of the curation stages live in store/queries.py, a
-part of this class kept in its own file for size.
+`schema_migrations`. Queries of the curation stages live in store/queries.py, and the
+read-only queries of `distill view` in store/view_queries.py: parts of this class kept in their
+own files for size.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import pyarrow as pa
 
 from store.schema import MIGRATIONS
 from store.queries import CurationQueries, to_json
+from store.view_queries import ViewQueries
 from core.errors import DistillError, RequestsIncomplete
 from core.process import owner_is_gone, process_owner
 from core.secrets import public_config
@@ -46,7 +48,7 @@ def git_sha() -> str | None:
 
 
 
-class Store(CurationQueries):
+class Store(CurationQueries, ViewQueries):
     """One DuckDB file. Open it, use it, close it (or use `with Store(path) as store:`)."""
 
     def __init__(self, path: str | Path, read_only: bool = False):

@@ -7,7 +7,7 @@ import pytest
 from store.store import Store
 from distill.cli import build_parser, main
 
-SUBCOMMANDS = ["demo", "data", "synth", "pairs", "curate", "train", "eval", "serve", "recipe", "report"]
+SUBCOMMANDS = ["demo", "data", "synth", "pairs", "curate", "train", "eval", "serve", "view", "recipe", "report"]
 
 
 def test_help_lists_every_subcommand():
