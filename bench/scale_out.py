@@ -371,9 +371,10 @@ def main() -> int:
         per_shard = -(-r["concurrency"] // shards)
         eff = f"{thr / (shards * one):.2f}" if r["workers"] else "(reference)"
         budget = f"C={r['concurrency']} ({per_shard})"
+        phases = (f"{r['workers_s']:.2f} | {r['ingest_s']:.2f} | {r['seconds'] - r['workers_s'] - r['ingest_s']:.2f} "
+                  f"| {r['cluster_s']:.1f}") if r["workers"] else "- | - | - | -"
         print(f"| synthesis {name} | {r['workers'] or '1 (in-process)'} | {budget} | {per_shard * shards / lat:.0f} "
-              f"| {r['seconds']:.2f} | {thr:.1f} req/s | {eff} | {r['workers_s']:.2f} | {r['ingest_s']:.2f} "
-              f"| {r['seconds'] - r['workers_s'] - r['ingest_s']:.2f} | {r['cluster_s']:.1f} |")
+              f"| {r['seconds']:.2f} | {thr:.1f} req/s | {eff} | {phases} |")
     for label, runs in (("signatures (sharded_signatures)", sigs), ("full dedup_samples", full)):
         base_thr = runs[0]["docs"] / runs[0]["seconds"]
         for r in runs:
@@ -382,6 +383,12 @@ def main() -> int:
             print(f"| {label}, {r['docs']} docs | {r['workers']} | - | - | {r['seconds']:.2f}{extra} | "
                   f"{thr:.0f} docs/s | {thr / (r['workers'] * base_thr):.2f} | - | - | - | {r['cluster_s']:.1f} |")
 
+    print("\nCoordinator other = prompt building in generate_traces (before run_sharded) + run_sharded's own "
+          "work outside the workers and the ingest (request keys, cache lookup, seeding, spec files, final read):\n")
+    for name, r in synth.items():
+        if r["workers"]:
+            print(f"- {name}: prompts {r['seconds'] - r['sharded_s']:.2f} s + run_sharded "
+                  f"{r['sharded_s'] - r['workers_s'] - r['ingest_s']:.2f} s")
     print("\nPer-shard coordinator ingest (engine.sharded.ingest: read the shard store, postprocess, one "
           "transaction into the main store):\n")
     print("| run | shard | rows | seconds | rows/s | shard store bytes/row |")
