@@ -180,7 +180,7 @@ class Stats:
         self.requests, self.batches, self.batched_rows = 0, 0, 0
         self.faults: dict[str, int] = {}
         # Answers given per distinct request (prompt, n, seed): tests count repeated paid calls with it.
-        self.answered: dict[str, int] = {}
+        self.answers_by_request: dict[str, int] = {}
 
     def next_request(self) -> int:
         with self.lock:
@@ -191,9 +191,9 @@ class Stats:
         with self.lock:
             self.faults[kind] = self.faults.get(kind, 0) + 1
 
-    def add_answer(self, digest: str) -> None:
+    def add_request_answer(self, digest: str) -> None:
         with self.lock:
-            self.answered[digest] = self.answered.get(digest, 0) + 1
+            self.answers_by_request[digest] = self.answers_by_request.get(digest, 0) + 1
 
     def add_batch(self, rows: int) -> None:
         with self.lock:
@@ -203,7 +203,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests, "faults": dict(self.faults), "batches": self.batches,
-                    "batched_rows": self.batched_rows, "answered": dict(self.answered),
-                    "repeated": sum(n - 1 for n in self.answered.values())}
+                    "batched_rows": self.batched_rows,
+                    "repeated": sum(n - 1 for n in self.answers_by_request.values())}
 
 

@@ -158,7 +158,7 @@ class Server:
             result = await answer(body, truncate=fault == "truncate")
         except HttpError as err:
             return err.response()
-        self.stats.add_answer(_request_digest(body))
+        self.stats.add_request_answer(_request_digest(body))
         if fault is not None:  # counted once applied: an invalid request got its 400 instead
             self.stats.add_fault(fault)
         return fault_kinds.malformed(result) if fault == "malformed" else web.json_response(result)

@@ -4,6 +4,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -60,21 +61,44 @@ def test_two_local_workers_give_the_single_process_store(tmp_path, rows, single)
 
 
 def _kill_a_worker_after_a_commit(server, n: int, shards, match) -> threading.Thread:
-    """Kill -9 one worker process once the server has answered `n` requests, right after a shard store
-    committed (its write-ahead log grew): what a kill can lose is then only what was in flight."""
-    def wal_sizes():
-        return {p: p.stat().st_size for p in shards.glob("*/*.duckdb.wal")} if shards.exists() else {}
+    """Kill -9 one worker process once the server has answered `n` requests, right after that worker's
+    shard store committed (its write-ahead log grew): a kill then loses only what was in flight. The
+    victim and its shard file are found first, so nothing slow sits between the commit and the kill."""
+    def victim_and_wal():
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if not match(" ".join(proc.cmdline())):
+                    continue
+                stores = [f.path for f in proc.open_files() if f.path.endswith(".duckdb")]
+            except psutil.Error:
+                continue
+            if stores:
+                return proc.pid, Path(stores[0] + ".wal")
+        return None, None
+
+    def size(path):
+        return path.stat().st_size if path.exists() else -1
 
     def killer():
         while server.stats["requests"] < n:
             time.sleep(0.005)
-        before = wal_sizes()
-        while wal_sizes() == before:
-            time.sleep(0.001)
-        victims = [p for p in psutil.Process().children(recursive=True) if match(" ".join(p.cmdline()))]
-        assert victims, "no worker process found to kill"
-        os.kill(victims[0].pid, signal.SIGKILL)
-        killed.append(victims[0].pid)
+        pid, wal = victim_and_wal()
+        while pid is None:
+            time.sleep(0.005)
+            pid, wal = victim_and_wal()
+        before = size(wal)
+        while size(wal) == before:
+            time.sleep(0.0005)
+        # The log grows while the commit is written: kill once it has stopped growing for 10 ms (a kill
+        # in the middle of the write would lose that whole transaction, which is what kill -9 can do,
+        # but not what this test measures).
+        grown, steady_since = size(wal), time.monotonic()
+        while time.monotonic() - steady_since < 0.01:
+            time.sleep(0.0005)
+            if size(wal) != grown:
+                grown, steady_since = size(wal), time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
     killed: list[int] = []
     thread = threading.Thread(target=killer, daemon=True)
     thread.killed = killed
@@ -91,9 +115,9 @@ def test_a_local_worker_killed_mid_shard_loses_and_repeats_nothing(tmp_path, row
         _synth(store, server.url, workers=2, executor="local", max_concurrency=CONCURRENCY)
         killer.join(1)
         assert killer.killed and _contents(store) == single
-        # Paid twice at most: the killed worker's requests in flight (2 slots) and any answered in the
-        # moment between its commit and the kill.
-        assert server.stats["repeated"] <= 4
+        # Paid twice at most: the killed worker's requests in flight (2 slots), and any answered in the
+        # moment between its commit and the kill (a few ms).
+        assert server.stats["repeated"] <= 6
 
 
 def test_a_coordinator_killed_mid_ingest_ingests_the_rest_and_nothing_twice(tmp_path, rows, single, monkeypatch):
@@ -143,7 +167,7 @@ def test_distill_synth_on_a_local_ray_cluster_equals_one_process_also_after_a_wo
                              "--max-concurrency", str(CONCURRENCY), *extra]) == 0
                 if killer:
                     killer.join(1)
-                    assert killer.killed and server.stats["repeated"] <= 4
+                    assert killer.killed and server.stats["repeated"] <= 6
             with Store(path, read_only=True) as store:
                 stores[name] = _contents(store)
     finally:
