@@ -375,7 +375,7 @@ def run_arm(task: str, arm: Arm, dirs: dict, data, tokenizer, scale: Scale, warm
     step_s = np.diff([begin] + marks).tolist()
     plain = arm.speed.name == "plain"
     result = dict(arm=arm.name, speed=arm.speed.as_dict(), attn=info["attn"], checkpointing=checkpointing,
-                  compile=arm.speed.compile_layers and not plain, liger=arm.speed.liger and not plain,
+                  compile=arm.speed.compile_layers and not plain,
                   static_decode=task == "onpolicy" and arm.speed.static_decode and not plain, batch=batch,
                   params=info["params"], warmup_steps=warmup, timed_steps=steps, seconds=seconds,
                   warmup_seconds=marks[warmup - 1] - begin, median_step_s=float(np.median(step_s[warmup:])),

@@ -34,7 +34,6 @@ import argparse
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import engine.sharded as sharded  # noqa: E402
 import curation.dedup as dedup  # noqa: E402
@@ -53,6 +52,7 @@ from curation.dedup import DedupParams, dedup_samples, sharded_signatures  # noq
 from prompts.rows import PromptRow, split_for, stable_id  # noqa: E402
 from store.store import Store  # noqa: E402
 from synth.cot import CotParams, generate_traces  # noqa: E402
+from synth_throughput import Server  # noqa: E402  (the echo server in its own process)
 
 POOL = "bench"
 PARAMS = CotParams(num_samples=2, max_new_tokens=16, num_examples=0)
@@ -63,30 +63,6 @@ def log(msg: str) -> None:
 
 
 # ---- the server --------------------------------------------------------------------------------
-
-class Server:
-    """`distill serve --model echo --latency L` on a free loopback port, in a child process, so its
-    CPU is not the coordinator's."""
-
-    def __init__(self, latency: float) -> None:
-        code = "import sys; from serve.cli import main; sys.exit(main())"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, "--model", "echo", "--latency", str(latency), "--port", "0"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT)})
-        line = self.proc.stdout.readline()  # "serving echo at http://127.0.0.1:PORT/v1 (Ctrl-C stops)"
-        if " at " not in line:
-            self.proc.kill()
-            raise SystemExit(f"error: the echo server did not start: {line!r}")
-        self.url = line.split(" at ", 1)[1].split()[0]
-
-    def __enter__(self) -> "Server":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
 
 # ---- Ray ---------------------------------------------------------------------------------------
 

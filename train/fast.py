@@ -5,8 +5,7 @@
   fast   bf16 autocast, TF32 matmuls, no activation checkpointing (a 135M-270M student fits an
          80 GB GPU without it; it costs ~30% more compute), regional torch.compile of the decoder
          layers, document-aware varlen attention (train/varlen.py, probed against a reference on
-         the GPU first; sdpa when the probe fails), padding-free packing for SFT, Liger kernels
-         when installed and not compiling. On-policy also decodes with a static KV cache and a
+         the GPU first; sdpa when the probe fails), padding-free packing for SFT. On-policy also decodes with a static KV cache and a
          compiled step (train/fast_decode.py) and keeps the frozen teacher in bf16.
   plain  TRL's own defaults (bf16 on a GPU, activation checkpointing on, sdpa, no compile): the
          fallback, and the baseline bench/train_throughput.py measures "fast" against.
@@ -16,7 +15,7 @@ One place decides, so `distill train`, `python -m train.*` and the benchmark run
 """
 from __future__ import annotations
 
-import importlib.util
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +35,6 @@ class Speed:
     compile_layers: bool
     attention: str  # transformers attn_implementation: "sdpa" or train.varlen.VARLEN
     packing: bool  # SFT: padding-free best-fit-decreasing packing
-    liger: bool
     static_decode: bool  # on-policy: static KV cache and compiled decode step
     why: str = ""  # why the attention is what it is (a failed varlen probe says so)
 
@@ -63,13 +61,13 @@ def resolve_speed(speed: str = "auto", *, cuda: bool | None = None, probe: bool 
                            "use --speed cpu or auto on this machine")
     if speed == "cpu":
         return Speed("cpu", cuda, bf16=False, tf32=False, activation_checkpointing=False, compile_layers=False,
-                     attention="sdpa", packing=False, liger=False, static_decode=False)
+                     attention="sdpa", packing=False, static_decode=False)
     if speed == "plain":
         return Speed("plain", cuda, bf16=cuda, tf32=False, activation_checkpointing=None, compile_layers=False,
-                     attention="sdpa", packing=False, liger=False, static_decode=False, why="TRL defaults")
+                     attention="sdpa", packing=False, static_decode=False, why="TRL defaults")
     attention, why = _varlen_or_sdpa(probe)
     return Speed("fast", cuda, bf16=True, tf32=True, activation_checkpointing=False, compile_layers=True,
-                 attention=attention, packing=True, liger=False, static_decode=True, why=why)
+                 attention=attention, packing=True, static_decode=True, why=why)
 
 
 def _varlen_or_sdpa(probe: bool) -> tuple[str, str]:
@@ -83,23 +81,15 @@ def _varlen_or_sdpa(probe: bool) -> tuple[str, str]:
     return (VARLEN, "varlen (FlashAttention-2), probe passed") if error is None else ("sdpa", f"varlen probe: {error}")
 
 
-_probed: dict[str, str | None] = {}
-
-
+@functools.cache
 def _probe_once(probe_varlen) -> str | None:
     """Probe the kernel once per process on a GQA + sliding-window shape (both architectures' features)."""
-    if "result" not in _probed:
-        from transformers import Gemma3TextConfig
+    from transformers import Gemma3TextConfig
 
-        cfg = Gemma3TextConfig(hidden_size=256, num_attention_heads=4, num_key_value_heads=1, head_dim=64,
-                               sliding_window=128, layer_types=["sliding_attention", "full_attention"],
-                               num_hidden_layers=2)
-        _probed["result"] = probe_varlen(cfg)
-    return _probed["result"]
-
-
-def liger_available() -> bool:
-    return importlib.util.find_spec("liger_kernel") is not None
+    cfg = Gemma3TextConfig(hidden_size=256, num_attention_heads=4, num_key_value_heads=1, head_dim=64,
+                           sliding_window=128, layer_types=["sliding_attention", "full_attention"],
+                           num_hidden_layers=2)
+    return probe_varlen(cfg)
 
 
 def trainer_arguments(speed: Speed) -> dict[str, Any]:
@@ -108,8 +98,6 @@ def trainer_arguments(speed: Speed) -> dict[str, Any]:
         return {}
     kw: dict[str, Any] = dict(bf16=speed.bf16, use_cpu=not speed.cuda,
                               activation_checkpointing=bool(speed.activation_checkpointing))
-    if speed.liger and liger_available():
-        kw["use_liger_kernel"] = True
     return kw
 
 

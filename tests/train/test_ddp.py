@@ -23,22 +23,6 @@ def export(tmp_path):
     return path
 
 
-@pytest.fixture
-def student(tmp_path):
-    """tiny-random's architecture with other random weights: a student far from its teacher."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from clients.models import model_path
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(model_path("tiny-random"))
-    for p in model.parameters():
-        p.data.normal_(0, 0.05)
-    model.save_pretrained(tmp_path / "student")
-    AutoTokenizer.from_pretrained(model_path("tiny-random")).save_pretrained(tmp_path / "student")
-    return str(tmp_path / "student")
-
-
 def _launch(processes: int, module: str, args: list[str], tmp_path: Path) -> None:
     """`accelerate launch` with the DDP profile (torchrun underneath). CI has no GPU: ACCELERATE_USE_CPU
     makes the processes join over gloo (accelerate's MULTI_CPU); `--cpu` would start only one process."""
@@ -56,16 +40,20 @@ def _summaries(db: Path, stage: str) -> list[dict]:
                 for r in store.runs() if r["stage"] == stage]
 
 
+def _one_and_two_processes(module: str, common: list[str], db: Path, tmp_path: Path) -> tuple[dict, dict]:
+    """The same global batch, 4 rows on one process and 2 rows on each of two: the two runs' summaries."""
+    _launch(1, module, [*common, "--output", str(tmp_path / "one"), "--batch-size", "4"], tmp_path)
+    _launch(2, module, [*common, "--output", str(tmp_path / "two"), "--batch-size", "2"], tmp_path)
+    return tuple(_summaries(db, "train-" + module.split(".")[1].replace("_", "-")))
+
+
 def test_logit_kd_on_two_processes_matches_one(export, student, tmp_path):
     db = tmp_path / "s.duckdb"
     with Store(db) as store:
         teacher_pass(store, export, "tiny-random", student, "r", k=8)
     common = ["--store", str(db), "--data", str(export), "--teacher", "tiny-random", "--student", student,
               "--max-steps", "4", "--learning-rate", "1e-2", "--k", "8", "--speed", "cpu"]
-    # The same global batch: 4 rows on one process, 2 rows on each of two.
-    _launch(1, "train.logit_kd", [*common, "--output", str(tmp_path / "one"), "--batch-size", "4"], tmp_path)
-    _launch(2, "train.logit_kd", [*common, "--output", str(tmp_path / "two"), "--batch-size", "2"], tmp_path)
-    one, two = _summaries(db, "train-logit-kd")
+    one, two = _one_and_two_processes("train.logit_kd", common, db, tmp_path)
     assert one["steps"] == two["steps"] == 4
     assert two["first_loss"] == pytest.approx(one["first_loss"], rel=1e-4)
     assert two["last_loss"] == pytest.approx(one["last_loss"], rel=1e-3)
@@ -75,9 +63,7 @@ def test_sft_on_two_processes_matches_one(export, tmp_path):
     db = tmp_path / "s.duckdb"
     common = ["--store", str(db), "--data", str(export), "--student", "tiny-random", "--max-steps", "4",
               "--learning-rate", "1e-3", "--max-length", "256", "--speed", "cpu"]
-    _launch(1, "train.sft", [*common, "--output", str(tmp_path / "one"), "--batch-size", "4"], tmp_path)
-    _launch(2, "train.sft", [*common, "--output", str(tmp_path / "two"), "--batch-size", "2"], tmp_path)
-    one, two = _summaries(db, "train-sft")
+    one, two = _one_and_two_processes("train.sft", common, db, tmp_path)
     assert one["steps"] == two["steps"] == 4
     assert two["first_loss"] == pytest.approx(one["first_loss"], rel=1e-3)
     assert two["last_loss"] == pytest.approx(one["last_loss"], rel=1e-2)

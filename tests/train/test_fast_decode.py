@@ -1,16 +1,7 @@
 """On-policy sampling on the fast path (static KV cache, prompts bucketed to PROMPT_BUCKET) gives the same
 greedy tokens as TRL's own sampling: the speed-up changes how tokens are computed, not which."""
-import pytest
 import torch
 from datasets import Dataset
-
-
-@pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
 
 
 def _trainer(tmp_path, fast: bool):
@@ -36,7 +27,7 @@ def _trainer(tmp_path, fast: bool):
     return trainer, tokenizer
 
 
-def test_static_cache_sampling_gives_trls_greedy_tokens(tmp_path, tiny_cache):
+def test_static_cache_sampling_gives_trls_greedy_tokens(tmp_path, module_cache):
     plain, tokenizer = _trainer(tmp_path, fast=False)
     fast, _ = _trainer(tmp_path, fast=True)
     assert fast.generation_config.cache_implementation == "static" and plain.generation_config.disable_compile

@@ -12,22 +12,6 @@ MESSAGES = [[{"role": "user", "content": f"What is {i} plus {i}?"},
 
 
 @pytest.fixture
-def student(tmp_path):
-    """tiny-random's architecture and tokenizer with other random weights: far from the teacher."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from clients.models import model_path
-    torch.manual_seed(1)
-    model = AutoModelForCausalLM.from_pretrained(model_path("tiny-random"))
-    for p in model.parameters():
-        p.data.normal_(0, 0.05)
-    model.save_pretrained(tmp_path / "student")
-    AutoTokenizer.from_pretrained(model_path("tiny-random")).save_pretrained(tmp_path / "student")
-    return str(tmp_path / "student")
-
-
-@pytest.fixture
 def export(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text("".join(json.dumps({"messages": m, "sample_id": f"s{i}"}) + "\n" for i, m in enumerate(MESSAGES)))

@@ -10,15 +10,7 @@ from train.onpolicy import OnPolicySettings, main, train_onpolicy
 
 
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DISTILL_CACHE", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tiny_cache, tmp_path_factory) -> Path:
+def teacher_dir(module_cache, tmp_path_factory) -> Path:
     """A tiny model from another seed: same vocabulary as tiny-random, different weights."""
     from clients.tiny import build_tiny_model
 
@@ -98,7 +90,7 @@ def test_mixed_policy_uses_sft_completions_from_parquet(tmp_path, teacher_dir):
     assert set(out["on_policy"]) == {0.0, 1.0}, out["on_policy"]
 
 
-def test_self_distillation_runs_with_privileged_trace(tmp_path, tiny_cache):
+def test_self_distillation_runs_with_privileged_trace(tmp_path, module_cache):
     data = _write(tmp_path / "sft.jsonl", [_sft_row(i) for i in range(4)])
     settings = OnPolicySettings(**{**SETTINGS.__dict__, "max_steps": 3, "max_length": 320})
     out = train_onpolicy(data, "tiny-random", None, tmp_path / "sd", settings, self_distill=True)
@@ -110,7 +102,7 @@ def test_self_distillation_runs_with_privileged_trace(tmp_path, tiny_cache):
     assert train_onpolicy(data, "tiny-random", None, tmp_path / "sd", settings, self_distill=True)["cached"]
 
 
-def test_bad_input_is_a_clear_error(tmp_path, tiny_cache):
+def test_bad_input_is_a_clear_error(tmp_path, module_cache):
     with pytest.raises(DistillError, match="not found"):
         train_onpolicy(tmp_path / "nope.jsonl", "tiny-random", "tiny-random", tmp_path / "out")
     no_prompt = _write(tmp_path / "pairs.jsonl", [{"chosen": [], "rejected": []}])
