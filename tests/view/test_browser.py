@@ -65,6 +65,20 @@ def _by(driver, css: str):
     return driver.find_elements(By.CSS_SELECTOR, css)
 
 
+def _navigate(driver, act, to: str = "") -> None:
+    """Run act (a click or submit that loads a page) and wait until the new page replaced the old one
+    (and, given to, until the URL contains it: the runs page also reloads itself every 5 s): Selenium's
+    click returns before a form's GET finishes, and a loaded CI machine showed the old URL."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 30).until(lambda d: to in d.current_url
+                                    and d.execute_script("return document.readyState") == "complete")
+
+
 def _select(driver, name: str, value: str) -> None:
     from selenium.webdriver.support.ui import Select
     Select(_by(driver, f"select[name={name}]")[0]).select_by_value(value)
@@ -72,17 +86,17 @@ def _select(driver, name: str, value: str) -> None:
 
 def test_pool_filters_then_a_prompt_shows_teacher_output_as_text(browser, viewer, shots):
     browser.get(viewer.url)
-    _by(browser, 'a[href="/pools/yesno"]')[0].click()
+    _navigate(browser, _by(browser, 'a[href="/pools/yesno"]')[0].click)
     assert len(_by(browser, "a.prompt-link")) == 50
     browser.save_screenshot(str(shots / "pool.png"))
     _select(browser, "teacher", "teacher-b")
     _select(browser, "outcome", "failed")
-    _by(browser, "#apply")[0].click()
+    _navigate(browser, _by(browser, "#apply")[0].click)
     assert "teacher=teacher-b" in browser.current_url and "outcome=failed" in browser.current_url
     links = _by(browser, "a.prompt-link")
     assert [a.text for a in links] == ["p-main"]
     browser.save_screenshot(str(shots / "pool-filtered.png"))
-    links[0].click()
+    _navigate(browser, links[0].click)
     _no_alert(browser)
     assert _by(browser, "#gold")[0].text == "No"
     assert _by(browser, "#sample-s-b1 .answer")[0].text == ATTR  # shown as the teacher wrote it
@@ -101,7 +115,7 @@ def test_prompt_links_lead_to_parents_and_the_dedup_cluster(browser, viewer, sho
     assert [c.find_element("css selector", "h3").text for c in columns] == ["teacher-a", "teacher-b"]
     assert columns[0].location["x"] < columns[1].location["x"]  # side by side
     assert len(_by(browser, "ol.timeline li")) >= 2  # the tool-call rollout
-    _by(browser, 'a[href="/clusters/minhash/c-a1"]')[0].click()
+    _navigate(browser, _by(browser, 'a[href="/clusters/minhash/c-a1"]')[0].click)
     rows = _by(browser, "#members tr")[1:]
     assert rows[0].get_attribute("class") == "kept" and "s-a1" in rows[0].text
     assert "higher mean judge score" in rows[1].text
@@ -111,12 +125,12 @@ def test_prompt_links_lead_to_parents_and_the_dedup_cluster(browser, viewer, sho
 
 def test_paging_and_search(browser, viewer, shots):
     browser.get(viewer.url + "pools/yesno")
-    _by(browser, 'a[rel="next"]')[0].click()
+    _navigate(browser, _by(browser, 'a[rel="next"]')[0].click)
     assert "page=2" in browser.current_url and len(_by(browser, "a.prompt-link")) == 11
     box = _by(browser, "input[name=q]")[0]
     box.clear()
     box.send_keys("pear")
-    box.submit()
+    _navigate(browser, box.submit)
     assert [a.text for a in _by(browser, "a.prompt-link")] == ["p-main"]
     browser.save_screenshot(str(shots / "search.png"))
 
@@ -128,7 +142,8 @@ def test_runs_show_a_live_run_and_refresh_themselves(browser, viewer, seeded, sh
     assert _by(browser, 'meta[http-equiv="refresh"]')
     _no_alert(browser)
     browser.save_screenshot(str(shots / "runs.png"))
-    running.find_element("css selector", "a").click()
+    link = running.find_element("css selector", "a")
+    _navigate(browser, link.click, to=link.get_attribute("href"))
     assert "$0.0800" in _by(browser, "#progress")[0].text
     browser.save_screenshot(str(shots / "run-live.png"))
 
@@ -141,7 +156,7 @@ def test_an_eval_shows_its_plots_and_filters_queries(browser, viewer, shots):
                for i in images)
     _select(browser, "escalated", "yes")
     _select(browser, "student", "right")
-    _by(browser, "#apply")[0].click()
+    _navigate(browser, _by(browser, "#apply")[0].click)
     rows = _by(browser, "#queries tr")[1:]
     assert len(rows) == 5 and all("(right)" in r.text for r in rows)
     _no_alert(browser)
