@@ -138,3 +138,26 @@ def test_real_model_converts_and_reloads_fast(machine_cache, name, chat):
     assert not getattr(model, "is_quantized", False)
     assert is_chat_model(str(path)) is chat
     assert tok.padding_side == "left" and tok.pad_token is not None
+
+
+@pytest.mark.slow
+def test_a_conversion_parses_the_gguf_file_once(monkeypatch):
+    # transformers builds a GGUFReader for the tokenizer, the config and the weights; each parse walks
+    # the whole vocabulary in Python (Gemma: ~15 s), so a conversion shares one reader per file.
+    import gguf
+    from transformers import AutoConfig
+
+    built = []
+
+    class CountingReader(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            built.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", CountingReader)
+    path = REGISTRY["smollm2-135m-instruct"].gguf()
+    with models._one_gguf_parse():
+        first = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        second = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+    assert len(built) == 1 and first.to_dict() == second.to_dict()
+    assert gguf.GGUFReader is CountingReader  # the patch ends with the block
