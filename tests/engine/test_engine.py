@@ -30,6 +30,14 @@ def test_rerun_hits_cache_and_changed_param_reruns_only_its_requests(store, pool
     assert store.count("requests") == 14
 
 
+def test_duplicate_jobs_are_generated_once(store, pool):
+    # Two samples with the same text give the judge the same prompt: one request, one generation.
+    teacher = ScriptedTeacher("scripted", [TRACE])
+    jobs = [Job(prompt_id=r.id, rendered=r.input) for r in store.prompts(pool)[:3]]
+    done = run_requests(store, teacher, jobs + jobs[:2], GenParams(num_samples=2), purpose="t", run_id="r1")
+    assert teacher.calls == 6 and len(done) == 6 and store.count("requests") == 6
+
+
 def test_traces_keep_reasoning_and_answer_apart_and_store_parse_errors(store, pool):
     teacher = ScriptedTeacher("scripted", [TRACE, "I am not sure.\nAnswer: maybe"])
     generate_traces(store, teacher, pool, CotParams(num_samples=2), run_id="r1")
