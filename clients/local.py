@@ -103,6 +103,10 @@ class LocalGenerator(ContinuationScoring):
         self.batch_size = batch_size
         self.device = pick_device(device)  # resolved once: inputs are moved to this exact device
         self.dtype = pick_dtype(self.device, dtype)
+        # Request keys use cache_name (engine.jobs.model_key): a bf16 model's answers and scores differ
+        # from fp32's, so they get their own cache entries; fp32 keeps the bare name (older stores hit).
+        fmt = str(self.dtype).removeprefix("torch.")
+        self.cache_name = model_name if fmt == "float32" else f"{model_name}@{fmt}"
         self.model, self.tokenizer = load_model(model_name, self.device, self.dtype)
         gc = self.model.generation_config
         eos = gc.eos_token_id if isinstance(gc.eos_token_id, list) else [gc.eos_token_id]

@@ -14,7 +14,7 @@ from store.store import Store
 from curation.verify import VERIFIER, verify
 from prompts.templates import render, template_hash, template_source
 from synth.cot import STOP, parse_trace
-from engine.jobs import GenParams, Job, keys_for
+from engine.jobs import GenParams, Job, keys_for, model_key
 from engine.engine import run_requests
 from clients.types import Generation
 from clients.teachers import Teacher, get_teacher
@@ -62,7 +62,7 @@ def aggregate(store: Store, pool: str, cands, target: list[str], run_id: str, *,
     fused = {s["request_key"]: s for s in store.curated_samples(pool, verifier, ["aggregate"])}
     rows = []
     for job in jobs:
-        s = fused.get(keys_for(teacher.name, job, params)[0])
+        s = fused.get(keys_for(model_key(teacher), job, params)[0])
         if s is None or s["answer"] is None:
             continue  # unparseable output stays in the store with its parse error
         src = sources[job.rendered]

@@ -26,7 +26,7 @@ from store.store import Store
 from core.errors import DistillError
 from clients.api_errors import ApiError
 from clients.api import ApiTeacher
-from engine.jobs import GenParams, Job, Postprocess, request_key
+from engine.jobs import GenParams, Job, model_key, Postprocess, request_key
 from engine.limits import AdaptiveConcurrency, Budget, CircuitBreaker, TokenBucket, estimate_cost, estimate_tokens
 
 WRITE_EVERY = 64  # rows per store transaction
@@ -273,7 +273,7 @@ async def arun_api_requests(store: Store, teacher: ApiTeacher, jobs: list[Job], 
                             backoff_cap_s: float = 60.0) -> dict[str, dict]:
     """Call the API for what the cache lacks; return every job's done request rows by key."""
     stats = stats if stats is not None else RunStats()
-    units = [_Unit(j, i, request_key(teacher.name, j.rendered, params, i))
+    units = [_Unit(j, i, request_key(model_key(teacher), j.rendered, params, i))
              for j in jobs for i in range(params.num_samples)]
     all_keys = list(dict.fromkeys(u.key for u in units))
     cached = store.finished_requests(all_keys)

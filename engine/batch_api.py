@@ -33,7 +33,7 @@ from store.store import Store
 from core.errors import DistillError
 from clients.api_errors import ApiError, classify, scrub, split_reasoning
 from clients.api import ApiTeacher
-from engine.jobs import GenParams, Job, Postprocess, request_key
+from engine.jobs import GenParams, Job, model_key, Postprocess, request_key
 from clients.types import Generation
 
 ENDPOINT = "/v1/chat/completions"
@@ -108,7 +108,7 @@ async def asubmit_batch(store: Store, teacher: ApiTeacher, jobs: list[Job], para
                         run_id: str, max_requests: int = MAX_REQUESTS, stats: BatchStats | None = None) -> str | None:
     """Upload one batch of the requests neither done nor in flight; its id, or None if none is missing."""
     model = litellm.get_llm_provider(teacher.model)[0]
-    units = {request_key(teacher.name, j.rendered, params, i): (j, i) for j in jobs for i in range(params.num_samples)}
+    units = {request_key(model_key(teacher), j.rendered, params, i): (j, i) for j in jobs for i in range(params.num_samples)}
     skip = set(store.finished_requests(list(units))) | set(_in_flight(store, teacher))
     lines: list[bytes] = []
     todo: list[tuple[str, Job, int]] = []
@@ -306,7 +306,7 @@ async def arun_batch(store: Store, teacher: ApiTeacher, jobs: list[Job], params:
                      stats: BatchStats | None = None, label: str = "") -> dict[str, dict]:
     """Collect pending batches, submit what is missing or failed, collect that: `run_requests`'s contract."""
     stats, name = stats if stats is not None else BatchStats(), label or teacher.name
-    keys = list(dict.fromkeys(request_key(teacher.name, j.rendered, params, i)
+    keys = list(dict.fromkeys(request_key(model_key(teacher), j.rendered, params, i)
                               for j in jobs for i in range(params.num_samples)))
     wait = dict(run_id=run_id, postprocess=postprocess, poll_s=poll_s, max_wait_s=max_wait_s, stats=stats)
     pending = pending_batches(store, teacher, keys)

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from store.store import Store
 from clients.teachers import Teacher
-from engine.jobs import GenParams, Job, Postprocess, request_key
+from engine.jobs import GenParams, Job, model_key, Postprocess, request_key
 
 
 def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenParams, *,
@@ -36,7 +36,7 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
         from engine.api_engine import run_api_requests
         return run_api_requests(store, teacher, jobs, params, purpose=purpose, run_id=run_id,
                                 postprocess=postprocess, label=label, **options)
-    keys = {(j.prompt_id, j.rendered, i): request_key(teacher.name, j.rendered, params, i)
+    keys = {(j.prompt_id, j.rendered, i): request_key(model_key(teacher), j.rendered, params, i)
             for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(keys.values()))
     unique = dict.fromkeys((j.prompt_id, j.rendered) for j in jobs)  # duplicate jobs share keys: generate once

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from clients.types import Generation
 
@@ -31,6 +31,15 @@ class Job:
     prompt_id: str
     rendered: str
     template_hash: str | None = None
+
+
+def model_key(model: Any) -> str:
+    """The model part of a request key: the model's `cache_name` when it has one, else its name.
+
+    A local model in bf16 (the GPU default) scores and samples differently from the fp32 run on a
+    CPU, so it has its own cache entries (LocalGenerator.cache_name = "name@bfloat16"); fp32 keeps
+    the bare name, so stores written before keep their cache."""
+    return getattr(model, "cache_name", None) or model.name
 
 
 def request_key(model: str, rendered: str, params: GenParams, sample_index: int) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from clients.types import Generation
 from core.errors import DistillError, RequestsIncomplete
 from engine.executors import ray_module
-from engine.jobs import GenParams, Job, Postprocess, request_key
+from engine.jobs import GenParams, Job, model_key, Postprocess, request_key
 from store.store import Store
 
 EXECUTORS = ("local", "ray", "slurm")
@@ -202,7 +202,7 @@ def run_sharded(store: Store, teacher: Any, jobs: list[Job], params: GenParams, 
         raise DistillError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise DistillError(f"--workers {workers}: use 1 or more")
-    units = {request_key(teacher.name, j.rendered, params, i): (j, i) for j in jobs for i in range(params.num_samples)}
+    units = {request_key(model_key(teacher), j.rendered, params, i): (j, i) for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(units))
     todo = {k: u for k, u in units.items() if k not in cached}
     name = label or teacher.name

@@ -17,7 +17,7 @@ from core.stats import bootstrap_ci
 from prompts.rows import PromptRow
 from prompts.templates import render_exact
 from evals.results import RationaleExample, RationaleFidelity, SimilarityStat
-from engine.jobs import GenParams, Job, request_key
+from engine.jobs import GenParams, Job, model_key, request_key
 from engine.engine import run_requests
 from clients.teachers import Teacher
 
@@ -37,7 +37,7 @@ def explain(store: Store, model: Teacher, rows: list[PromptRow], answers: list[s
     jobs = [Job(prompt_id=r.id, rendered=rationale_prompt(r, a)) for r, a in zip(rows, answers)]
     done = run_requests(store, model, jobs, RATIONALE_PARAMS, purpose="eval-rationale", run_id=run_id,
                         label=f"rationales {model.name.rsplit('/', 1)[-1]}")
-    texts = [(done[request_key(model.name, j.rendered, RATIONALE_PARAMS, 0)]["response"] or "").strip()
+    texts = [(done[request_key(model_key(model), j.rendered, RATIONALE_PARAMS, 0)]["response"] or "").strip()
              for j in jobs]
     return [f"{OPENER} {t}" if t else "" for t in texts]
 

@@ -39,7 +39,7 @@ from evals.signals import (
 )
 from prompts.rows import PromptRow
 from prompts.templates import render_exact
-from engine.jobs import GenParams, Job, request_key
+from engine.jobs import GenParams, Job, model_key, request_key
 from engine.engine import run_requests
 from clients.local_scoring import scoring_order
 from clients.teachers import Teacher
@@ -125,7 +125,7 @@ def _score_chunks(model: Teacher, todo: list, lengths: list[int]) -> list[list]:
 
 def _score_local(store: Store, model: Teacher, jobs: list[tuple[PromptRow, str]], run_id: str,
                  purpose: str, label: str) -> dict[str, dict]:
-    keys = [request_key(model.name, rendered, SCORE_PARAMS, 0) for _, rendered in jobs]
+    keys = [request_key(model_key(model), rendered, SCORE_PARAMS, 0) for _, rendered in jobs]
     cached = store.finished_requests(keys)
     # Jobs sharing a prompt share a request key: score each key once.
     todo = list({key: (job, key) for job, key in zip(jobs, keys) if key not in cached}.values())
@@ -192,7 +192,7 @@ def content_free_priors(store: Store, model: Teacher, rows: list[PromptRow], sho
                       for i, text in enumerate(CONTENT_FREE)]
     jobs = [(r, mc_prompt(r, shots, style)) for rs in free.values() for r in rs]
     done = _score_local(store, model, jobs, run_id, "eval-content-free", label + " content-free")
-    return {opts: label_prior([_extra(done[request_key(model.name, mc_prompt(r, shots, style), SCORE_PARAMS, 0)])
+    return {opts: label_prior([_extra(done[request_key(model_key(model), mc_prompt(r, shots, style), SCORE_PARAMS, 0)])
                                ["options"] for r in rs]).tolist()
             for opts, rs in free.items()}
 
@@ -230,7 +230,7 @@ def _self_verify(store: Store, model: Teacher, rows: list[PromptRow], shots: lis
             for r, row, p in zip(yes_no, rows, out)]
     done = _score_local(store, model, jobs, run_id, "eval-student-verify", label + " self-verify")
     for (r, rendered), p in zip(jobs, out):
-        req = done[request_key(model.name, rendered, SCORE_PARAMS, 0)]
+        req = done[request_key(model_key(model), rendered, SCORE_PARAMS, 0)]
         p["features"]["verifier"] = choice_features(_extra(req)["options"])["probs"][0]
         p["tokens_verify"] = int(req["prompt_tokens"] + req["completion_tokens"])
 
@@ -261,10 +261,10 @@ def answer_items(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
     if api:
         done = run_requests(store, model, [Job(prompt_id=r.id, rendered=t) for r, t in jobs], API_PARAMS,
                             purpose=f"eval-{role}", run_id=run_id, label=label)
-        keys = [request_key(model.name, t, API_PARAMS, 0) for _, t in jobs]
+        keys = [request_key(model_key(model), t, API_PARAMS, 0) for _, t in jobs]
     else:
         done = _score_local(store, model, jobs, run_id, f"eval-{role}", label)
-        keys = [request_key(model.name, t, SCORE_PARAMS, 0) for _, t in jobs]
+        keys = [request_key(model_key(model), t, SCORE_PARAMS, 0) for _, t in jobs]
     if debias == "content-free" and not api:
         priors = [content_free_priors(store, model, rows, shots, run_id, label, style) for shots in variants]
     elif debias == "batch" and not api:
@@ -314,7 +314,7 @@ def _answer_open(store: Store, model: Teacher, rows: list[PromptRow], exemplars:
     label = f"eval {role} {model.name.rsplit('/', 1)[-1]}"
     done = run_requests(store, model, jobs, OPEN_PARAMS, purpose=f"eval-{role}", run_id=run_id,
                         postprocess=_generation_extra, label=label)
-    keys = [request_key(model.name, j.rendered, OPEN_PARAMS, 0) for j in jobs]
+    keys = [request_key(model_key(model), j.rendered, OPEN_PARAMS, 0) for j in jobs]
     out = []
     for i, row in enumerate(rows):
         reqs = [done[keys[v * len(rows) + i]] for v in range(len(variants))]

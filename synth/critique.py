@@ -19,7 +19,7 @@ from store.store import Store
 from prompts.rows import student_row
 from prompts.templates import render, template_hash
 from synth.cot import STOP, parse_trace
-from engine.jobs import GenParams, Job, keys_for
+from engine.jobs import GenParams, Job, keys_for, model_key
 from engine.engine import run_requests
 from clients.types import Generation
 from store.records import TRACE_KINDS, make_pair
@@ -118,10 +118,10 @@ def judge_traces(store: Store, judge: Teacher, pool: str, run_id: str, max_new_t
         jobs.append((Job(prompt_id=s["prompt_id"], rendered=rendered, template_hash=t_hash), s))
     params = GenParams(max_new_tokens=max_new_tokens, stop=STOP)
     _run(store, judge, jobs, params, "judge", run_id, lambda *_: None)
-    requests = store.finished_requests([keys_for(judge.name, j, params)[0] for j, _ in jobs])
+    requests = store.finished_requests([keys_for(model_key(judge), j, params)[0] for j, _ in jobs])
     verdicts, failed = [], 0
     for job, s in jobs:
-        req = requests.get(keys_for(judge.name, job, params)[0])
+        req = requests.get(keys_for(model_key(judge), job, params)[0])
         if req is None:
             continue
         ratings = parse_ratings("Helpfulness:" + req["response"])
@@ -159,7 +159,7 @@ def judge_pairs(store: Store, judge: Teacher, pool: str, run_id: str, limit: int
     done = run_requests(store, judge, [j for j, _ in asks], params, purpose="judge_pair", run_id=run_id,
                         postprocess=postprocess, label=f"judge pairs {judge.name}")
     for job, (first, second) in asks:
-        extra = done[keys_for(judge.name, job, params)[0]]["extra"]
+        extra = done[keys_for(model_key(judge), job, params)[0]]["extra"]
         probs[(first["id"], second["id"])] = json.loads(extra)["p_first"] if isinstance(extra, str) else extra["p_first"]
     rows = []
     for a, b in groups:

@@ -18,7 +18,7 @@ from store.store import Store
 from core.errors import DistillError
 from prompts.rows import PromptRow
 from prompts.templates import render, template_hash, template_source
-from engine.jobs import GenParams, Job, request_key
+from engine.jobs import GenParams, Job, model_key, request_key
 from engine.engine import run_requests
 from clients.types import Generation
 from clients.teachers import Teacher
@@ -166,7 +166,7 @@ def generate_trajectories(store: Store, teacher: Teacher, pool: str, run_id: str
         done = run_requests(store, teacher, jobs, params, purpose="react", run_id=run_id,
                             postprocess=postprocess, label=f"react {teacher.name} step {turn + 1}")
         for r, job in zip(active, jobs):
-            key = request_key(teacher.name, job.rendered, params, 0)
+            key = request_key(model_key(teacher), job.rendered, params, 0)
             step = _as_dict(done[key]["extra"])["react_step"]
             _apply(r, step, key, done[key]["response"] or "", tools, last_turn=turn == max_steps - 1)
             steps += 1

@@ -291,3 +291,12 @@ def test_a_shared_few_shot_block_runs_once_per_group(gen, monkeypatch):
     monkeypatch.undo()
     for (prompt, options), details in zip(items, out):
         _close(details, gen.continuation_details(prompt, options))
+
+
+def test_cache_name_carries_the_number_format_unless_fp32(gen):
+    # Request keys use cache_name (engine.jobs.model_key): bf16 answers get their own cache entries.
+    assert gen.cache_name == "tiny-random" and str(gen.dtype) == "torch.float32"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILL_CACHE", str(gen.model.name_or_path).rsplit("/models/", 1)[0])
+        bf16 = LocalGenerator("tiny-random", batch_size=3, device="cpu", dtype="bfloat16")
+    assert bf16.cache_name == "tiny-random@bfloat16"

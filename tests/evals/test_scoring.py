@@ -194,6 +194,20 @@ def test_second_call_is_served_from_the_store(setup):
     assert second == first
 
 
+def test_the_same_model_in_another_number_format_is_scored_again(setup):
+    # LocalGenerator names its bf16 cache entries "name@bfloat16": fp32 scores are not reused for them.
+    store, rows, ex = setup
+    answer_items(store, Counting("stu", {"Yes": YES, "No": NO}), rows, ex, "run1", "student")
+    bf16 = Counting("stu", {"Yes": YES, "No": NO})
+    bf16.cache_name = "stu@bfloat16"
+    answer_items(store, bf16, rows, ex, "run2", "student")
+    assert bf16.scored == 3 * len(rows)
+    again = Counting("stu", {"Yes": YES, "No": NO})
+    again.cache_name = "stu@bfloat16"
+    answer_items(store, again, rows, ex, "run3", "student")
+    assert again.scored == 0
+
+
 def test_an_interrupted_run_resumes_where_it_stopped(setup):
     store, rows, ex = setup
     model = Counting("stu", {"Yes": YES, "No": NO})
