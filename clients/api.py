@@ -68,6 +68,11 @@ class ApiTeacher:
         for it (a server on another host would otherwise collect the user's OpenAI key)."""
         return self._key.get() or (None if self.api_base else os.environ.get("OPENAI_API_KEY"))
 
+    def key_given_as_value(self) -> str | None:
+        """The key when it was passed as `api_key` rather than named by `api_key_env` (sharded runs
+        must hand it to their workers another way: engine/sharded.py)."""
+        return None if self.api_key_env else self._key.get()
+
     def __repr__(self) -> str:
         return f"ApiTeacher(name={self.name!r}, model={self.model!r}, api_base={self.api_base!r}, key=***)"
 

@@ -13,10 +13,12 @@ tasks on the cluster at RAY_ADDRESS, or a local one) and "slurm" (an sbatch arra
 same spec files; re-run the command to ingest). Faults: a worker killed mid-shard leaves its
 finished rows in its shard store; the retry (Ray's task retry, a fresh local pool, a re-run)
 resumes from them and repeats no finished teacher call. Keys are read from the environment
-in each worker (`api_key_env`), never written into a spec.
+in each worker (`api_key_env`), never written into a spec; a key passed as a value (Python API)
+reaches local workers through their environment only, and Ray or Slurm workers not at all (refused).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,7 +28,7 @@ import shutil
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from clients.types import Generation
 from core.errors import DistillError, RequestsIncomplete
@@ -36,6 +38,7 @@ from store.store import Store
 
 EXECUTORS = ("local", "ray", "slurm")
 WORKER_TRIES = 3  # a shard whose worker dies is started again this many times in all
+SHARD_KEY_ENV = "DISTILL_SHARD_API_KEY"  # how local workers receive a key that was passed as a value
 
 
 def shard_index(prompt_id: str, shards: int) -> int:
@@ -49,8 +52,19 @@ def shard_root(store_path: str | Path, teacher: Any, params: GenParams, purpose:
     return Path(f"{store_path}.shards") / f"{purpose}-{safe}-{params.hash()}-of-{shards}"
 
 
-def _teacher_settings(teacher: Any) -> dict:
-    return dict(name=teacher.name, model=teacher.model, api_base=teacher.api_base, api_key_env=teacher.api_key_env,
+def _passed_key(teacher: Any, executor: str) -> str | None:
+    """A key the teacher got as a value (no environment variable names it): only local workers can
+    receive it (through their environment); Ray and Slurm workers run elsewhere and are refused."""
+    key = teacher.key_given_as_value() if hasattr(teacher, "key_given_as_value") else None
+    if key and executor != "local":
+        raise DistillError(f"teacher {teacher.name}: --executor {executor} workers read the API key from an "
+                           "environment variable on their own machine, and this key was passed as a value: pass "
+                           "api_key_env=<VAR> (--api-key-env) and export it on every node, or use --executor local")
+    return key
+
+
+def _teacher_settings(teacher: Any, key_env: str | None) -> dict:
+    return dict(name=teacher.name, model=teacher.model, api_base=teacher.api_base, api_key_env=key_env,
                 price_per_mtok=teacher.price_per_mtok, timeout_s=teacher.timeout_s,
                 extra_params=teacher.extra_params)
 
@@ -102,6 +116,23 @@ def _shard_process(spec_path: str) -> None:
     """A local worker: run the shard and leave its summary next to the spec for the coordinator."""
     summary = run_shard(spec_path)
     Path(spec_path).with_suffix(".result.json").write_text(json.dumps(summary))
+
+
+@contextlib.contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """`name=value` in this process's environment for the block (nothing when value is None)."""
+    if value is None:
+        yield
+        return
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _run_local(specs: list[Path], workers: int) -> dict[int, dict]:
@@ -202,7 +233,10 @@ def run_sharded(store: Store, teacher: Any, jobs: list[Job], params: GenParams, 
         raise DistillError(f"--executor {executor!r}: use one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise DistillError(f"--workers {workers}: use 1 or more")
-    units = {request_key(model_key(teacher), j.rendered, params, i): (j, i) for j in jobs for i in range(params.num_samples)}
+    passed_key = _passed_key(teacher, executor)  # before anything is written
+    key_env = SHARD_KEY_ENV if passed_key else teacher.api_key_env
+    units = {request_key(model_key(teacher), j.rendered, params, i): (j, i) for j in jobs
+             for i in range(params.num_samples)}
     cached = store.finished_requests(list(units))
     todo = {k: u for k, u in units.items() if k not in cached}
     name = label or teacher.name
@@ -220,17 +254,21 @@ def run_sharded(store: Store, teacher: Any, jobs: list[Job], params: GenParams, 
     specs, shard_of = [], {}
     for index, shard_jobs in sorted(by_shard.items()):
         shard_store = root / f"shard-{index}.duckdb"
-        _seed(store, shard_store, list(shard_jobs.values()), teacher.name, params, todo)
+        _seed(store, shard_store, list(shard_jobs.values()), model_key(teacher), params, todo)
         spec = root / f"shard-{index}.json"
         spec.write_text(json.dumps(dict(
-            index=index, store=str(shard_store), teacher=_teacher_settings(teacher),
+            index=index, store=str(shard_store), teacher=_teacher_settings(teacher, key_env),
             jobs=[asdict(j) for j in shard_jobs.values()], params=params.as_dict(), purpose=purpose,
             run_id=run_id, options=share)))
         specs.append(spec)
         shard_of[len(specs) - 1] = shard_store
     if executor == "slurm":
         return _slurm(store, root, specs, shard_of, todo, run_id, postprocess, units)
-    results = (_run_ray if executor == "ray" else _run_local)(specs, workers)
+    if executor == "ray":
+        results = _run_ray(specs, workers)
+    else:
+        with _environment(SHARD_KEY_ENV, passed_key):  # spawned workers inherit it; no file holds it
+            results = _run_local(specs, workers)
     for shard_store in shard_of.values():
         ingest(store, shard_store, todo, run_id, postprocess)
     errors = [r["error"] for r in results.values() if r.get("error")]

@@ -12,7 +12,7 @@ import pytest
 from clients.teachers import get_teacher
 from core.errors import DistillError
 from engine.sharded import ingest, shard_index
-from serve.server import start_server
+from serve.server import ServeGuard, start_server
 from store.store import Store
 from synth.cot import CotParams, generate_traces
 
@@ -58,6 +58,29 @@ def test_two_local_workers_give_the_single_process_store(tmp_path, rows, single)
         _synth(store, server.url, workers=2, executor="local")
         assert server.stats["requests"] == len(single[0])  # a re-run pays for nothing
     assert not (tmp_path / "s.duckdb.shards").exists() or not any((tmp_path / "s.duckdb.shards").iterdir())
+
+
+def test_a_key_passed_as_a_value_reaches_local_workers_and_no_file(tmp_path, rows, single):
+    # The server refuses calls without the key: the workers must have got it, through their environment.
+    with start_server("echo", guard=ServeGuard(api_key="sk-passed")) as server, \
+            _store(tmp_path / "s.duckdb", rows) as store:
+        teacher = get_teacher("api:openai/echo", api_base=server.url, api_key="sk-passed", workers=2,
+                              executor="local", backoff_base_s=0.01)
+        generate_traces(store, teacher, "yesno", PARAMS, run_id="r")
+        assert _contents(store) == single and "DISTILL_SHARD_API_KEY" not in os.environ
+    assert not any("sk-passed" in f.read_text(errors="ignore") for f in tmp_path.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("executor", ["ray", "slurm"])
+def test_a_key_passed_as_a_value_is_refused_for_workers_elsewhere(tmp_path, rows, executor):
+    with _store(tmp_path / "s.duckdb", rows) as store:
+        teacher = get_teacher("api:openai/echo", api_base="http://127.0.0.1:9", api_key="sk-passed", workers=2,
+                              executor=executor)
+        before = store.count("requests")
+        with pytest.raises(DistillError, match=f"--executor {executor} workers read the API key from an"):
+            generate_traces(store, teacher, "yesno", PARAMS, run_id="r")
+        assert store.count("requests") == before
+    assert not (tmp_path / "s.duckdb.shards").exists()
 
 
 def _kill_a_worker_after_a_commit(server, n: int, shards, match) -> threading.Thread:
