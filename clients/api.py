@@ -41,11 +41,16 @@ class ApiTeacher:
 
     def __init__(self, name: str, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
                  api_key: str | None = None, price_per_mtok: tuple[float, float] | None = None,
-                 timeout_s: float = 60, extra_params: dict | None = None) -> None:
+                 timeout_s: float = 60, extra_params: dict | None = None, max_per_replica: int = 0) -> None:
         self.name, self.model, self.api_base = name, model, api_base
-        # Several comma-separated base URLs: replicas of one teacher, spread and health-checked.
+        # Several comma-separated base URLs: replicas of one teacher, spread and health-checked;
+        # max_per_replica (0: none) caps each one's calls in flight.
         bases = split_bases(api_base)
-        self.replicas = Replicas(bases) if len(bases) > 1 else None
+        if max_per_replica < 0 or (max_per_replica and len(bases) < 2):
+            raise DistillError(f"--max-per-replica {max_per_replica}: give a positive cap and several comma-separated "
+                               "--api-base URLs (one server is capped by --max-concurrency)")
+        self.max_per_replica = max_per_replica
+        self.replicas = Replicas(bases, max_per_replica) if len(bases) > 1 else None
         self.api_key_env = api_key_env
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)

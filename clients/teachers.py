@@ -34,21 +34,23 @@ _loaded: dict[tuple[str, int, str], "LocalGenerator"] = {}
 
 def get_teacher(name: str, batch_size: int = 16, *, device: str | None = None, api_base: str | None = None,
                 api_key_env: str | None = None, api_key: str | None = None,
-                price_per_mtok: tuple[float, float] | None = None, **run_options: object) -> Teacher:
+                price_per_mtok: tuple[float, float] | None = None, max_per_replica: int = 0,
+                **run_options: object) -> Teacher:
     """A registered model name, a local path or a cached HF id, loaded once per process.
 
     A local model runs on `device`: None or "auto" is the GPU when torch sees one, else the CPU
     (DISTILL_DEVICE overrides auto; see clients.device.pick_device); API teachers ignore it.
 
     "api:<litellm model>" is an API teacher (any provider, or any OpenAI-compatible server via
-    `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`). Its key is read
+    `api_base`, e.g. "api:openai/smollm2-135m-instruct" against `distill serve`; several comma-separated
+    URLs are replicas, each capped at `max_per_replica` calls in flight when given). Its key is read
     from `api_key_env` and never stored. `run_options` (max_concurrency, rpm, tpm,
     max_budget_usd, max_retries, backoff_base_s, workers, executor) go to the async engine for every request of this teacher.
     """
     if name.startswith("api:"):
         from clients.api import ApiTeacher
         teacher = ApiTeacher(name, name[4:], api_base=api_base, api_key_env=api_key_env, api_key=api_key,
-                             price_per_mtok=price_per_mtok)
+                             price_per_mtok=price_per_mtok, max_per_replica=max_per_replica)
         teacher.run_options = {k: v for k, v in run_options.items() if v is not None}
         return teacher
     if run_options.get("workers") or run_options.get("executor"):

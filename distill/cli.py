@@ -110,7 +110,8 @@ def cmd_synth(args: argparse.Namespace) -> None:
             model_path(args.teacher)  # a bad model name fails before the store is touched
     price = _price(args.price) if args.price else None
     teacher = get_teacher(args.teacher, args.batch_size, api_base=args.api_base, api_key_env=args.api_key_env,
-                          price_per_mtok=price, max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
+                          price_per_mtok=price, max_per_replica=args.max_per_replica or 0,
+                          max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm,
                           max_budget_usd=args.max_budget_usd, max_retries=args.max_retries,
                           backoff_base_s=args.retry_base_s, batch=args.batch or None,
                           workers=args.workers or (1 if args.executor else None),
@@ -217,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = p.add_argument_group("API teachers (--teacher api:<litellm model>)")
     api.add_argument("--api-base", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1; several "
                      "comma-separated: replicas of one teacher, calls spread, a failing one taken out")
+    api.add_argument("--max-per-replica", type=integer(1), help="with several --api-base URLs: calls in flight "
+                     "per replica at most (default: no cap, the least-loaded healthy replica gets each call)")
     api.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     api.add_argument("--price", help="INPUT,OUTPUT USD per million tokens (self-hosted or unknown models)")
     api.add_argument("--max-concurrency", type=integer(1), help="in-flight requests (adapts down on 429)")

@@ -63,9 +63,12 @@ def _passed_key(teacher: Any, executor: str) -> str | None:
     return key
 
 
-def _teacher_settings(teacher: Any, key_env: str | None) -> dict:
+def _teacher_settings(teacher: Any, key_env: str | None, shards: int) -> dict:
+    """The worker's ApiTeacher arguments (no key); the per-replica cap is split like the concurrency."""
+    cap = getattr(teacher, "max_per_replica", 0)
     return dict(name=teacher.name, model=teacher.model, api_base=teacher.api_base, api_key_env=key_env,
                 price_per_mtok=teacher.price_per_mtok, timeout_s=teacher.timeout_s,
+                max_per_replica=max(1, math.ceil(cap / shards)) if cap else 0,
                 extra_params=teacher.extra_params)
 
 
@@ -257,7 +260,7 @@ def run_sharded(store: Store, teacher: Any, jobs: list[Job], params: GenParams, 
         _seed(store, shard_store, list(shard_jobs.values()), model_key(teacher), params, todo)
         spec = root / f"shard-{index}.json"
         spec.write_text(json.dumps(dict(
-            index=index, store=str(shard_store), teacher=_teacher_settings(teacher, key_env),
+            index=index, store=str(shard_store), teacher=_teacher_settings(teacher, key_env, workers),
             jobs=[asdict(j) for j in shard_jobs.values()], params=params.as_dict(), purpose=purpose,
             run_id=run_id, options=share)))
         specs.append(spec)

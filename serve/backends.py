@@ -181,6 +181,16 @@ class Stats:
         self.faults: dict[str, int] = {}
         # Answers given per distinct request (prompt, n, seed): tests count repeated paid calls with it.
         self.answers_by_request: dict[str, int] = {}
+        self.in_flight, self.peak_in_flight = 0, 0  # requests being served at once (tests check caps)
+
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
 
     def next_request(self) -> int:
         with self.lock:
@@ -203,7 +213,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         with self.lock:
             return {"requests": self.requests, "faults": dict(self.faults), "batches": self.batches,
-                    "batched_rows": self.batched_rows,
+                    "batched_rows": self.batched_rows, "peak_in_flight": self.peak_in_flight,
                     "repeated": sum(n - 1 for n in self.answers_by_request.values())}
 
 

@@ -139,6 +139,13 @@ class Server:
         return await self._serve(request, self._completion_body)
 
     async def _serve(self, request: web.Request, answer: Any) -> web.StreamResponse:
+        self.stats.enter()
+        try:
+            return await self._serve_one(request, answer)
+        finally:
+            self.stats.leave()
+
+    async def _serve_one(self, request: web.Request, answer: Any) -> web.StreamResponse:
         """Latency, then faults decided by request index, then the real answer."""
         fault = self.plan.decide(self.stats.next_request())
         if self.latency_s and await self.pause(self.latency_s):
@@ -205,7 +212,7 @@ class ServerHandle:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """Counters so far: requests, faults {kind: count}, batches, batched_rows."""
+        """Counters so far: requests, faults {kind: count}, batches, batched_rows, peak_in_flight, repeated."""
         return self._server.stats.snapshot()
 
     def stop(self, timeout: float = 10.0) -> None:

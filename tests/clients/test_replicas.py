@@ -36,6 +36,21 @@ def test_calls_spread_over_replicas_and_a_dead_one_is_taken_out(store):
         assert health[dead]["healthy"] is False and health[dead]["calls"] < 20
 
 
+def test_max_per_replica_caps_each_server_in_a_cli_run(tmp_path, rows):
+    # `distill synth --api-base A,B --max-per-replica 1 --max-concurrency 8`: never 2 calls at once on a server.
+    from distill.cli import main
+    from store.store import Store
+
+    with Store(tmp_path / "s.duckdb") as store:
+        store.add_prompts(rows, "yesno")
+    with start_server("echo", latency_s=0.05) as a, start_server("echo", latency_s=0.05) as b:
+        assert main(["synth", "--store", str(tmp_path / "s.duckdb"), "--pool", "yesno", "--teacher",
+                     "api:openai/echo", "--api-base", f"{a.url},{b.url}", "--max-per-replica", "1",
+                     "--max-concurrency", "8", "--samples", "1", "--examples", "0"]) == 0
+        assert a.stats["peak_in_flight"] == b.stats["peak_in_flight"] == 1
+        assert a.stats["requests"] + b.stats["requests"] >= 8
+
+
 def test_per_replica_cap_and_cooldown_probe():
     async def scenario():
         replicas = Replicas(["u1", "u2"], max_per_replica=1)

@@ -19,7 +19,7 @@ SYNTH = [("--limit", ["0", "-1", "abc", "1.5"]), ("--samples", ["0", "-2", "x"])
          ("--examples", ["-1", "two"]), ("--batch-size", ["0", "-1"]), ("--max-concurrency", ["0", "-3"]),
          ("--rpm", ["0", "-1", "nan"]), ("--tpm", ["0", "-10"]), ("--max-budget-usd", ["-1", "nan", "inf"]),
          ("--batch-poll-s", ["0", "-1"]), ("--max-retries", ["-1", "x"]), ("--retry-base-s", ["0", "-1", "nan"]),
-         ("--workers", ["0", "-1", "x"]), ("--executor", ["spark"]),
+         ("--workers", ["0", "-1", "x"]), ("--executor", ["spark"]), ("--max-per-replica", ["0", "-1", "x"]),
          ("--price", ["-1,1", "1,-1", "a,b", "1", "nan,1", "inf,0"]),
          ("--split", ["validation"]), ("--kind", ["poem"]), ("--seed", ["x"])]
 CURATE = [("--threshold", ["0", "1.5", "-0.1", "nan"]), ("--ngram", ["0", "-1", "x"]), ("--num-perm", ["0", "8", "-1"]),
@@ -45,6 +45,8 @@ SERVE_LIKE = [["synth", "--pool", "yesno"], ["synth"], ["curate", "--pool", "yes
               ["train", "sft"], ["train", "nosuch"], ["data", "load"], ["data", "list", "gsm8k"], ["nosuch"],
               ["synth", "--pool", "yesno", "--teacher", "no-such-model"],
               ["synth", "--pool", "yesno", "--kind", "critique"],
+              ["synth", "--pool", "yesno", "--teacher", "api:openai/echo", "--api-base", "http://127.0.0.1:9/v1",
+               "--max-per-replica", "2"],  # a cap per replica needs several replicas
               ["eval", "cascade", "--task", "no-such-task", "--student", "tiny-random", "--teacher", "tiny-random"],
               ["data", "load", "no-such-task"], ["data", "load", "{tmp}/missing.jsonl"],
               ["data", "load", "{tmp}/again.jsonl", "--pool", "second"]]  # rows already in pool yesno
