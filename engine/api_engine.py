@@ -277,6 +277,7 @@ async def arun_api_requests(store: Store, teacher: ApiTeacher, jobs: list[Job], 
              for j in jobs for i in range(params.num_samples)]
     all_keys = list(dict.fromkeys(u.key for u in units))
     cached = store.finished_requests(all_keys)
+    store.add_cache_hits(run_id, teacher.name, len(cached))
     spent = sum(r["cost_usd"] or 0.0 for r in cached.values())
     seen: set[str] = set(cached)
     todo = []

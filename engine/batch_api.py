@@ -310,7 +310,9 @@ async def arun_batch(store: Store, teacher: ApiTeacher, jobs: list[Job], params:
                               for j in jobs for i in range(params.num_samples)))
     wait = dict(run_id=run_id, postprocess=postprocess, poll_s=poll_s, max_wait_s=max_wait_s, stats=stats)
     pending = pending_batches(store, teacher, keys)
-    print(f"[{name}] {len(store.finished_requests(keys))} done, {len(pending)} pending batch(es) to collect first",
+    done_before = len(store.finished_requests(keys))
+    store.add_cache_hits(run_id, teacher.name, done_before)
+    print(f"[{name}] {done_before} done, {len(pending)} pending batch(es) to collect first",
           file=sys.stderr, flush=True)
     for batch_id in pending:  # a crash after submit: collect, never resubmit
         await acollect_batch(store, teacher, batch_id, **wait)

@@ -39,6 +39,7 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
     keys = {(j.prompt_id, j.rendered, i): request_key(model_key(teacher), j.rendered, params, i)
             for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(keys.values()))
+    store.add_cache_hits(run_id, teacher.name, len(cached))
     unique = dict.fromkeys((j.prompt_id, j.rendered) for j in jobs)  # duplicate jobs share keys: generate once
     by_text = {(j.prompt_id, j.rendered): j for j in jobs}
     todo = [by_text[u] for u in unique if any(keys[(*u, i)] not in cached for i in range(params.num_samples))]

@@ -241,6 +241,7 @@ def run_sharded(store: Store, teacher: Any, jobs: list[Job], params: GenParams, 
     units = {request_key(model_key(teacher), j.rendered, params, i): (j, i) for j in jobs
              for i in range(params.num_samples)}
     cached = store.finished_requests(list(units))
+    store.add_cache_hits(run_id, teacher.name, len(cached))
     todo = {k: u for k, u in units.items() if k not in cached}
     name = label or teacher.name
     print(f"[{name}] {len(cached)} done, {len(todo)} to go over {workers} shard(s) ({executor})",

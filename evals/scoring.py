@@ -127,6 +127,7 @@ def _score_local(store: Store, model: Teacher, jobs: list[tuple[PromptRow, str]]
                  purpose: str, label: str) -> dict[str, dict]:
     keys = [request_key(model_key(model), rendered, SCORE_PARAMS, 0) for _, rendered in jobs]
     cached = store.finished_requests(keys)
+    store.add_cache_hits(run_id, model.name, len(cached))
     # Jobs sharing a prompt share a request key: score each key once.
     todo = list({key: (job, key) for job, key in zip(jobs, keys) if key not in cached}.values())
     print(f"[{label}] {len(jobs) - len(todo)} scored before, {len(todo)} to go", file=sys.stderr, flush=True)

@@ -113,5 +113,13 @@ def _m005_run_owner(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("ALTER TABLE runs ADD COLUMN owner VARCHAR")
 
 
+def _m006_cache_hits(con: duckdb.DuckDBPyConnection) -> None:
+    # Requests a run found already finished (a cache hit writes no request row), per model: the
+    # run's summary and the viewer show them next to the calls it paid for.
+    con.execute("CREATE TABLE cache_hits (run_id VARCHAR, model VARCHAR, hits BIGINT NOT NULL, "
+                "PRIMARY KEY (run_id, model))")
+
+
 MIGRATIONS: list[Callable[[duckdb.DuckDBPyConnection], None]] = [_m001_core, _m002_run_summary, _m003_curation,
-                                                                  _m004_teacher_logprobs, _m005_run_owner]
+                                                                  _m004_teacher_logprobs, _m005_run_owner,
+                                                                  _m006_cache_hits]

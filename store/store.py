@@ -160,17 +160,27 @@ class Store(CurationQueries, ViewQueries):
                          [status, to_json(timings), to_json(summary),
                           to_json(public_config(config) if config is not None else None), run_id])
 
+    def add_cache_hits(self, run_id: str | None, model: str, hits: int) -> None:
+        """Count requests this run found finished in the store (a cache hit writes no request row)."""
+        if run_id and hits > 0:
+            self.con.execute("INSERT INTO cache_hits VALUES (?, ?, ?) ON CONFLICT (run_id, model) "
+                             "DO UPDATE SET hits = cache_hits.hits + excluded.hits", [run_id, model, hits])
+
     def run_summary(self, run_id: str) -> dict:
-        """Per model: requests by status, tokens, cost and error classes of this run's teacher calls."""
+        """Per model: requests by status, tokens, cost and error classes of this run's teacher calls,
+        and the cache hits it had (requests found finished, not paid again)."""
         summary: dict[str, dict] = {}
+
+        def model_entry(model: str) -> dict:
+            return summary.setdefault(model, {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                                              "cost_usd": 0.0, "by_status": {}, "errors": {}, "cache_hits": 0})
         for r in self._dicts("""
                 SELECT model, status, coalesce(error, '') AS error_class, count(*) AS n,
                        coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
                        coalesce(sum(completion_tokens), 0) AS completion_tokens,
                        coalesce(sum(cost_usd), 0) AS cost_usd
                 FROM requests WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]):
-            m = summary.setdefault(r["model"], {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                                "cost_usd": 0.0, "by_status": {}, "errors": {}})
+            m = model_entry(r["model"])
             m["requests"] += r["n"]
             m["prompt_tokens"] += int(r["prompt_tokens"])
             m["completion_tokens"] += int(r["completion_tokens"])
@@ -179,6 +189,8 @@ class Store(CurationQueries, ViewQueries):
             if r["error_class"]:
                 key = r["error_class"].split(":")[0][:40]
                 m["errors"][key] = m["errors"].get(key, 0) + r["n"]
+        for r in self._dicts("SELECT model, hits FROM cache_hits WHERE run_id = ? ORDER BY model", [run_id]):
+            model_entry(r["model"])["cache_hits"] = int(r["hits"])
         return summary
 
     def requests_outcome(self, run_id: str) -> str | None:

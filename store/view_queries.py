@@ -94,6 +94,13 @@ class ViewQueries:
             SELECT count(*) AS n FROM r WHERE created_at > (SELECT max(created_at) FROM r) - to_seconds(?)""",
                            [run_id, seconds])[0]["n"]
 
+    def view_run_cache_hits(self, run_id: str) -> dict[str, int]:
+        """Per model, the requests this run found finished (none recorded in a store older than the table)."""
+        if not self._dicts("SELECT 1 FROM information_schema.tables WHERE table_name = 'cache_hits'"):
+            return {}
+        return {r["model"]: int(r["hits"]) for r in
+                self._dicts("SELECT model, hits FROM cache_hits WHERE run_id = ? ORDER BY model", [run_id])}
+
     def view_run_samples(self, run_id: str) -> int:
         return self._dicts("SELECT count(*) AS n FROM samples WHERE run_id = ?", [run_id])[0]["n"]
 

@@ -185,11 +185,19 @@ def run_page(store: Store, run_id: str) -> dict:
         window = min(60.0, row["progress"]["elapsed_s"] or 60.0)
         row["progress"]["recent_per_s"] = store.view_run_recent(run_id, 60) / window if window > 0 else None
     per_model: dict[str, dict] = {}
+    hits = store.view_run_cache_hits(run_id)
+
+    def entry(model: str) -> dict:
+        return per_model.setdefault(model, {"requests": 0, "by_status": {}, "tokens": 0, "cost_usd": 0.0,
+                                            "cache_hits": hits.get(model, 0)})
+    for model in hits:  # a model whose every request was a cache hit made no request row
+        entry(model)
     for r in request_rows:  # the table under the totals: what each model did in this run
-        m = per_model.setdefault(r["model"], {"requests": 0, "by_status": {}, "tokens": 0, "cost_usd": 0.0})
+        m = entry(r["model"])
         m["requests"] += r["n"]
         m["by_status"][r["status"]] = m["by_status"].get(r["status"], 0) + r["n"]
         m["tokens"] += int(r["prompt_tokens"]) + int(r["completion_tokens"])
         m["cost_usd"] += float(r["cost_usd"])
+    row["cache_hits"] = sum(hits.values())
     return {"run": row, "per_model": per_model, "samples": store.view_run_samples(run_id),
             "refresh": row["running"]}

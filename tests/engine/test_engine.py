@@ -25,6 +25,8 @@ def test_rerun_hits_cache_and_changed_param_reruns_only_its_requests(store, pool
     assert teacher.calls == 10
     run_requests(store, teacher, jobs, GenParams(num_samples=2), purpose="t", run_id="r2")
     assert teacher.calls == 10  # every request was cached
+    assert store.run_summary("r2")["scripted"]["cache_hits"] == 10 and store.run_summary("r2")["scripted"]["requests"] == 0
+    assert store.run_summary("r1")["scripted"]["cache_hits"] == 0
     run_requests(store, teacher, jobs[:2], GenParams(num_samples=2, temperature=0.5), purpose="t", run_id="r3")
     assert teacher.calls == 14  # only the requests the new parameter changes
     assert store.count("requests") == 14

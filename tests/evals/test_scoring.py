@@ -191,7 +191,7 @@ def test_second_call_is_served_from_the_store(setup):
     again = Counting("stu", {"Yes": 5.0, "No": 9.0})  # a model call would now give other answers
     second = answer_items(store, again, rows, ex, "run2", "student", self_verify=True)
     assert again.scored == 0 and store.count("requests") == n_req and calls == 4 * len(rows)
-    assert second == first
+    assert second == first and store.run_summary("run2")["stu"]["cache_hits"] == calls
 
 
 def test_the_same_model_in_another_number_format_is_scored_again(setup):

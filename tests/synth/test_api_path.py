@@ -33,6 +33,7 @@ def test_cot_through_an_api_teacher_is_cached_and_keeps_no_secret(store, pool, t
         assert served == 2 * n_train
         generate_traces(store, teacher, pool, CotParams(num_samples=2, max_new_tokens=12), run_id="r2")
         assert server.stats["requests"] == served, "a re-run makes no HTTP call"
+    assert store.run_summary("r2")["api:openai/tiny-random"]["cache_hits"] == served  # and says it found them
     rows = store.query("SELECT model, status, prompt_tokens, completion_tokens FROM requests")
     assert {r["model"] for r in rows} == {"api:openai/tiny-random"} and {r["status"] for r in rows} == {"done"}
     assert all(r["completion_tokens"] > 0 for r in rows)

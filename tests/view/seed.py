@@ -128,6 +128,7 @@ def build_store(tmp: Path) -> Seeded:
             [_request(f"live-{i}", "api:teacher-c", f"p-{i:03d}", running, cost=0.01) for i in range(8)]
             + [_request("live-err", "api:teacher-c", "p-010", running, status="error", cost=0.0,
                         error="RateLimitError: 429 too many requests")], [])
+        store.add_cache_hits(running, "api:teacher-c", 17)  # requests this run found finished
         seeded.runs = {"done": done, "failed": failed, "running": running}
         store.add_verdicts([
             dict(sample_id="s-a1", verifier="answer_match", verifier_version="2", passed=True, score=1.0,

@@ -52,7 +52,8 @@ def test_runs_show_status_cost_tokens_errors_and_live_progress(viewer, seeded):
 def test_a_running_run_shows_rows_per_second_and_money_so_far(viewer, seeded):
     html = ok(viewer, f"/runs/{seeded.runs['running']}")
     assert "Live progress" in html and "$ so far" in html and "$0.0800" in html
-    assert "rows/s since start" in html and "cache hits" in html and "done 8" in html and "error 1" in html
+    assert "rows/s since start" in html and "done 8" in html and "error 1" in html
+    assert "<th>cache hits</th><td>17 (requests found finished" in html and "<td>17</td>" in html
     assert 'http-equiv="refresh"' in html
     done = ok(viewer, f"/runs/{seeded.runs['done']}")
     assert "Live progress" not in done and 'http-equiv="refresh"' not in done and "12.5" in done
