@@ -134,9 +134,9 @@ def test_real_model_converts_and_reloads_fast(machine_cache, name, chat):
     assert "quantization_config" not in config
     start = time.perf_counter()
     model, tok = load_model(name)
-    # From the cache, not converted again (a conversion takes 20-55 s): a first Gemma load in a process
-    # took 9.7 s here (model classes imported, 262k-token tokenizer), so 10 s was a flake under load.
-    assert time.perf_counter() - start < 30
+    # From the cache, not converted again (Gemma converts in 55 s, SmolLM2 in 22 s): a first Gemma load in
+    # a process took 9.7 s here (model classes imported, 262k-token tokenizer), so 10 s was a flake under load.
+    assert time.perf_counter() - start < (30 if name == "gemma-3-270m" else 10)
     assert not getattr(model, "is_quantized", False)
     assert is_chat_model(str(path)) is chat
     assert tok.padding_side == "left" and tok.pad_token is not None
