@@ -40,9 +40,8 @@ def run_requests(store: Store, teacher: Teacher, jobs: list[Job], params: GenPar
             for j in jobs for i in range(params.num_samples)}
     cached = store.finished_requests(list(keys.values()))
     store.add_cache_hits(run_id, teacher.name, len(cached))
-    unique = dict.fromkeys((j.prompt_id, j.rendered) for j in jobs)  # duplicate jobs share keys: generate once
-    by_text = {(j.prompt_id, j.rendered): j for j in jobs}
-    todo = [by_text[u] for u in unique if any(keys[(*u, i)] not in cached for i in range(params.num_samples))]
+    unique = {(j.prompt_id, j.rendered): j for j in jobs}  # duplicate jobs share keys: generate once
+    todo = [j for u, j in unique.items() if any(keys[(*u, i)] not in cached for i in range(params.num_samples))]
     n_total = len(keys)
     print(f"[{label or teacher.name}] {n_total - (len(todo) * params.num_samples)} done, "
           f"{len(todo) * params.num_samples} to go (cache hits cost nothing)", file=sys.stderr, flush=True)

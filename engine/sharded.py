@@ -55,7 +55,7 @@ def shard_root(store_path: str | Path, teacher: Any, params: GenParams, purpose:
 def _passed_key(teacher: Any, executor: str) -> str | None:
     """A key the teacher got as a value (no environment variable names it): only local workers can
     receive it (through their environment); Ray and Slurm workers run elsewhere and are refused."""
-    key = teacher.key_given_as_value() if hasattr(teacher, "key_given_as_value") else None
+    key = teacher.key_given_as_value()
     if key and executor != "local":
         raise DistillError(f"teacher {teacher.name}: --executor {executor} workers read the API key from an "
                            "environment variable on their own machine, and this key was passed as a value: pass "
@@ -65,7 +65,7 @@ def _passed_key(teacher: Any, executor: str) -> str | None:
 
 def _teacher_settings(teacher: Any, key_env: str | None, shards: int) -> dict:
     """The worker's ApiTeacher arguments (no key); the per-replica cap is split like the concurrency."""
-    cap = getattr(teacher, "max_per_replica", 0)
+    cap = teacher.max_per_replica
     return dict(name=teacher.name, model=teacher.model, api_base=teacher.api_base, api_key_env=key_env,
                 price_per_mtok=teacher.price_per_mtok, timeout_s=teacher.timeout_s,
                 max_per_replica=max(1, math.ceil(cap / shards)) if cap else 0,
